@@ -1,0 +1,261 @@
+"""The model and GPU catalogs in ``data/``: loaded lazily, checked on load, looked up by name or alias.
+
+Model presets are Hugging Face ``config.json`` files kept verbatim (``data/models/<name>.json``)
+plus ``data/models/index.json`` (source repository, reference parameter count, aliases). A user's
+own config file goes through the same reader as a preset.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from planner.architecture import ModelShape, shape_from_config
+from planner.errors import PlanError, unknown_choice
+
+
+def data_dir() -> Path:
+    """The installed data folder (package ``fitplan_data``), or the checkout's ``data/``."""
+    try:
+        return Path(str(resources.files("fitplan_data")))
+    except ModuleNotFoundError:  # running from a checkout that is not installed
+        return Path(__file__).resolve().parent.parent / "data"
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise PlanError(f"{what} {path}: symbolic link loop") from None
+        reason = exc.strerror or type(exc).__name__
+        raise PlanError(f"{what} {path}: cannot be read ({reason})") from None
+    except UnicodeDecodeError:
+        raise PlanError(f"{what} {path}: not UTF-8 text, so not a JSON file") from None
+    if not text.strip():
+        raise PlanError(f"{what} {path}: the file is empty")
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise PlanError(f"{what} {path}: not valid JSON ({exc})") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a valid JSON number")
+
+
+# ---- models -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A resolved model: the name shown to the user, where it came from, and its shape."""
+
+    name: str
+    source: str          # "preset" or the path of the user's config.json
+    hf_id: str | None
+    shape: ModelShape
+    reference_parameters: int | None = None
+
+
+@lru_cache(maxsize=1)
+def _model_index() -> dict[str, Any]:
+    path = data_dir() / "models" / "index.json"
+    index = _read_json(path, "model index")
+    presets, aliases = index.get("presets"), index.get("aliases", {})
+    if not isinstance(presets, dict) or not isinstance(aliases, dict):
+        raise PlanError(f"model index {path}: needs objects 'presets' and 'aliases'")
+    for alias, target in aliases.items():
+        if alias in presets:
+            raise PlanError(f"model index {path}: alias {alias!r} shadows a preset")
+        if target not in presets:
+            raise PlanError(f"model index {path}: alias {alias!r} points to unknown preset {target!r}")
+    return index
+
+
+def model_names() -> list[str]:
+    return sorted(_model_index()["presets"])
+
+
+def model_aliases() -> dict[str, str]:
+    return dict(_model_index()["aliases"])
+
+
+def preset_info(name: str) -> dict[str, Any]:
+    return dict(_model_index()["presets"][name])
+
+
+def _looks_like_path(text: str) -> bool:
+    return text.endswith(".json") or text.startswith((".", "/", "~")) or os.sep in text and Path(text).exists()
+
+
+def resolve_model(name_or_path: str) -> ModelEntry:
+    """Find a model by preset name, alias (case-insensitive), or path to a config.json or its folder.
+
+    Raises:
+        PlanError: an unknown name (with close matches), or a path that holds no usable config.
+    """
+    text = str(name_or_path).strip()
+    if not text:
+        raise PlanError("--model is empty; give a preset name (see `plan models`) or a path to a config.json")
+    index = _model_index()
+    key = text.lower()
+    preset = key if key in index["presets"] else index["aliases"].get(key)
+    if preset is not None and not Path(text).exists():
+        return load_preset(preset)
+    if _looks_like_path(text) or Path(text).exists():
+        return load_config_path(Path(text).expanduser())
+    raise unknown_choice("model", text, list(index["presets"]) + list(index["aliases"]), limit=60)
+
+
+@lru_cache(maxsize=None)
+def load_preset(name: str) -> ModelEntry:
+    info = _model_index()["presets"][name]
+    raw = _read_json(data_dir() / "models" / info["file"], f"preset {name}:")
+    return ModelEntry(
+        name=name,
+        source="preset",
+        hf_id=info.get("hf_id"),
+        shape=shape_from_config(raw, name),
+        reference_parameters=info.get("parameters"),
+    )
+
+
+def load_config_path(path: Path) -> ModelEntry:
+    try:
+        if path.is_dir():
+            candidate = path / "config.json"
+            if not candidate.exists():
+                raise PlanError(f"model folder {path} holds no config.json")
+            path = candidate
+        elif not path.exists():
+            raise PlanError(f"model config {path}: no such file (and no preset of that name; see `plan models`)")
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise PlanError(f"model config {path}: symbolic link loop") from None
+        raise PlanError(f"model config {path}: cannot be read ({exc.strerror or exc})") from None
+    raw = _read_json(path, "model config")
+    name = raw.get("_name_or_path") if isinstance(raw, dict) else None
+    name = name if isinstance(name, str) and name else str(path)
+    return ModelEntry(name=name, source=str(path), hf_id=None, shape=shape_from_config(raw, str(path)))
+
+
+# ---- GPUs -------------------------------------------------------------------------------
+
+_GPU_FIELDS = {
+    "name": str,
+    "display_name": str,
+    "vendor": str,
+    "architecture": str,
+    "compute_capability": (str, type(None)),
+    "memory_bytes": int,
+    "usable_memory_bytes": int,
+    "usable_memory_source": str,
+    "bf16_tflops": (int, float, type(None)),
+    "fp16_tflops": (int, float, type(None)),
+    "fp8_tflops": (int, float, type(None)),
+    "hbm_gbps": (int, float),
+    "interconnect": str,
+    "interconnect_gbps": (int, float, type(None)),
+    "pcie": (str, type(None)),
+    "supports_bf16": bool,
+    "supports_fp8": bool,
+    "tdp_watts": (int, float, type(None)),
+    "sources": list,
+    "notes": str,
+}
+
+
+@dataclass(frozen=True)
+class GPU:
+    name: str
+    display_name: str
+    vendor: str
+    architecture: str
+    compute_capability: str | None
+    memory_bytes: int
+    usable_memory_bytes: int
+    usable_memory_source: str
+    bf16_tflops: float | None
+    fp16_tflops: float | None
+    fp8_tflops: float | None
+    hbm_gbps: float
+    interconnect: str
+    interconnect_gbps: float | None
+    pcie: str | None
+    supports_bf16: bool
+    supports_fp8: bool
+    tdp_watts: float | None
+    sources: tuple[str, ...]
+    notes: str
+
+
+def _gpu_from(raw: Any, path: Path) -> GPU:
+    if not isinstance(raw, dict):
+        raise PlanError(f"GPU file {path}: must hold a JSON object")
+    unknown = set(raw) - set(_GPU_FIELDS)
+    if unknown:
+        raise PlanError(f"GPU file {path}: unknown field(s) {', '.join(sorted(unknown))}")
+    missing = set(_GPU_FIELDS) - set(raw)
+    if missing:
+        raise PlanError(f"GPU file {path}: missing field(s) {', '.join(sorted(missing))}")
+    for key, types in _GPU_FIELDS.items():
+        value = raw[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and types is not bool):
+            raise PlanError(f"GPU file {path}: field {key!r} has the wrong type ({value!r})")
+    for key in ("memory_bytes", "usable_memory_bytes", "hbm_gbps"):
+        if raw[key] <= 0:
+            raise PlanError(f"GPU file {path}: field {key!r} must be positive")
+    if raw["usable_memory_bytes"] > raw["memory_bytes"]:
+        raise PlanError(f"GPU file {path}: usable_memory_bytes exceeds memory_bytes")
+    if raw["name"] != path.stem:
+        raise PlanError(f"GPU file {path}: name {raw['name']!r} does not match the file name")
+    return GPU(**{**raw, "sources": tuple(raw["sources"])})
+
+
+@lru_cache(maxsize=1)
+def gpu_catalog() -> dict[str, GPU]:
+    folder = data_dir() / "gpus"
+    out = {}
+    for path in sorted(folder.glob("*.json")):
+        if path.name == "aliases.json":
+            continue
+        gpu = _gpu_from(_read_json(path, "GPU file"), path)
+        out[gpu.name] = gpu
+    return out
+
+
+@lru_cache(maxsize=1)
+def gpu_aliases() -> dict[str, str]:
+    path = data_dir() / "gpus" / "aliases.json"
+    raw = _read_json(path, "GPU aliases")
+    aliases = raw.get("aliases") if isinstance(raw, dict) else None
+    if not isinstance(aliases, dict):
+        raise PlanError(f"GPU aliases {path}: needs an object 'aliases'")
+    catalog = gpu_catalog()
+    for alias, target in aliases.items():
+        if alias in catalog:
+            raise PlanError(f"GPU aliases {path}: alias {alias!r} shadows a GPU")
+        if target not in catalog:
+            raise PlanError(f"GPU aliases {path}: alias {alias!r} points to unknown GPU {target!r}")
+    return aliases
+
+
+def resolve_gpu(name: str) -> GPU:
+    """Find a GPU by catalog name or alias (case-insensitive).
+
+    Raises:
+        PlanError: an unknown name, with close matches and the list.
+    """
+    key = str(name).strip().lower()
+    catalog = gpu_catalog()
+    key = gpu_aliases().get(key, key)
+    if key not in catalog:
+        raise unknown_choice("GPU", name, catalog)
+    return catalog[key]

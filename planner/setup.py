@@ -1,0 +1,146 @@
+"""TrainingSetup: everything about a training step that memory depends on, checked on creation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from planner.errors import PlanError, unknown_choice
+
+PRECISIONS = ("fp32", "bf16", "fp16", "bf16-mixed", "fp16-mixed")
+ATTENTIONS = ("eager", "sdpa", "flash")
+DEVICES = ("cuda", "cpu")
+QUANTS = ("nf4", "fp4")
+OPTIMIZERS = (
+    "adamw",
+    "adamw-8bit",
+    "paged-adamw",
+    "paged-adamw-8bit",
+    "sgd",
+    "sgd-momentum",
+    "adafactor",
+    "lion",
+)
+METHODS = ("full", "lora", "qlora", "adapter", "prefix", "prompt", "ptuning")
+
+# Limits that catch typos and absurd input before any arithmetic (bytes stay well inside int64).
+MAX_SEQ_LEN = 10_000_000
+MAX_BATCH = 1_000_000
+MAX_RANK = 65_536
+MAX_GPUS = 100_000
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """One training configuration. Sizes in elements or tokens; nothing here is in bytes.
+
+    ``precision``: ``bf16``/``fp16``/``fp32`` keep weights, gradients and optimizer states in that
+    type (pure low-precision training); ``bf16-mixed``/``fp16-mixed`` keep fp32 weights and states
+    and run matrix products under autocast (torch AMP).
+    ``device``: ``cuda`` picks CUDA kernels (flash / memory-efficient SDPA, foreach AdamW);
+    ``cpu`` picks the CPU kernels that run on this project's CI (the validator's CPU mode).
+    ``grad_ckpt``: ``None`` means the method's usual default (on for QLoRA, whose
+    ``prepare_model_for_kbit_training`` enables it; off otherwise).
+    """
+
+    method: str = "lora"
+    seq_len: int = 2048
+    batch_size: int = 1
+    precision: str = "bf16"
+    optimizer: str = "adamw"
+    grad_ckpt: bool | None = None
+    attention: str = "sdpa"
+    device: str = "cuda"
+    lora_rank: int = 16
+    lora_targets: tuple[str, ...] = ("q", "v")
+    lora_dropout: float = 0.0
+    adapter_size: int = 64
+    num_virtual_tokens: int = 20
+    prefix_projection: bool = False
+    quant: str = "nf4"
+    double_quant: bool = True
+    gpus: int = 1
+    foreach: bool | None = None  # None: the device's default (foreach on CUDA, single-tensor on CPU)
+    assumed: tuple[str, ...] = field(default=(), compare=False)  # options the user did not set
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise unknown_choice("method", self.method, METHODS)
+        if self.precision not in PRECISIONS:
+            raise unknown_choice("precision", self.precision, PRECISIONS)
+        if self.optimizer not in OPTIMIZERS:
+            raise unknown_choice("optimizer", self.optimizer, OPTIMIZERS)
+        if self.attention not in ATTENTIONS:
+            raise unknown_choice("attention implementation", self.attention, ATTENTIONS)
+        if self.device not in DEVICES:
+            raise unknown_choice("device", self.device, DEVICES)
+        if self.quant not in QUANTS:
+            raise unknown_choice("quantization", self.quant, QUANTS)
+        for name, limit in (
+            ("seq_len", MAX_SEQ_LEN),
+            ("batch_size", MAX_BATCH),
+            ("lora_rank", MAX_RANK),
+            ("adapter_size", MAX_RANK),
+            ("num_virtual_tokens", MAX_SEQ_LEN),
+            ("gpus", MAX_GPUS),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise PlanError(f"{name.replace('_', '-')} must be a whole number, got {value!r}")
+            if value <= 0:
+                raise PlanError(f"{name.replace('_', '-')} must be positive, got {value}")
+            if value > limit:
+                raise PlanError(f"{name.replace('_', '-')} of {value} is beyond the supported maximum of {limit}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise PlanError(f"lora-dropout must be in [0, 1), got {self.lora_dropout}")
+        if not self.lora_targets:
+            raise PlanError("lora-targets must name at least one module (or 'all-linear')")
+        if self.attention == "flash" and self.device == "cpu":
+            raise PlanError("attention 'flash' (FlashAttention 2) needs a CUDA device; use 'sdpa' or 'eager' on cpu")
+        if self.method == "qlora" and self.precision in ("fp32",):
+            raise PlanError("qlora computes in bf16 or fp16; choose precision bf16, fp16, bf16-mixed or fp16-mixed")
+        if self.method == "prefix" and self.checkpointing:
+            raise PlanError(
+                "prefix tuning does not work with gradient checkpointing in peft "
+                "('PREFIX_TUNING does not work with gradient checkpointing'); drop --grad-ckpt"
+            )
+
+    # ---- derived facts ----------------------------------------------------------------
+    @property
+    def checkpointing(self) -> bool:
+        if self.grad_ckpt is None:
+            return self.method == "qlora"
+        return self.grad_ckpt
+
+    @property
+    def mixed(self) -> bool:
+        return self.precision.endswith("-mixed")
+
+    @property
+    def compute_dtype(self) -> str:
+        """The dtype matrix products run in."""
+        return self.precision.split("-")[0]
+
+    @property
+    def weight_dtype(self) -> str:
+        """The dtype the (unquantized) model weights are stored in."""
+        return "fp32" if self.mixed else self.precision
+
+    @property
+    def uses_foreach(self) -> bool:
+        return self.device == "cuda" if self.foreach is None else self.foreach
+
+    @property
+    def virtual_tokens(self) -> int:
+        """Tokens the method prepends to every sequence (prompt tuning and P-tuning)."""
+        return self.num_virtual_tokens if self.method in ("prompt", "ptuning") else 0
+
+    def with_(self, **changes: Any) -> TrainingSetup:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "assumed"}
+        out["lora_targets"] = list(self.lora_targets)
+        out["grad_ckpt"] = self.checkpointing
+        out["foreach"] = self.uses_foreach
+        return out

@@ -1,0 +1,1 @@
+"""Test helpers for fitplan (measurement utilities; not part of the package)."""
