@@ -95,6 +95,8 @@ class ModelShape:
     attn_softcap: float | None = None
     final_softcap: float | None = None
     rotary_dim: int = 0                   # 0 for learned positions
+    activation: str = "silu"              # hidden_act / activation_function
+    softmax_fp32: bool = True             # eager attention upcasts the softmax to fp32
     extras: Mapping[str, Any] = field(default_factory=dict)
 
     # ---- parameter counts -------------------------------------------------------------
@@ -277,6 +279,7 @@ def _llama_like(c: _Config, model_type: str) -> dict[str, Any]:
         attn_softcap=c.float("attn_logit_softcapping", None) if model_type == "gemma2" else None,
         final_softcap=c.float("final_logit_softcapping", None) if model_type == "gemma2" else None,
         rotary_dim=d,
+        activation=str(c.raw.get("hidden_activation") or c.raw.get("hidden_act") or "silu"),
     )
 
 
@@ -339,6 +342,7 @@ def _phi(c: _Config, model_type: str) -> dict[str, Any]:
         parallel_residual=True,
         dropout=max(c.float("attention_dropout", 0.0) or 0.0, c.float("resid_pdrop", 0.0) or 0.0),
         rotary_dim=int(d * (c.float("partial_rotary_factor", 0.5) or 0.5)),
+        activation=str(c.raw.get("hidden_act") or "gelu_new"),
     )
 
 
@@ -412,6 +416,8 @@ def _gpt2(c: _Config, model_type: str) -> dict[str, Any]:
         gated_mlp=False,
         dropout=dropout,
         rotary_dim=0,
+        activation=str(c.raw.get("activation_function") or ("gelu_pytorch_tanh" if model_type == "gpt_bigcode" else "gelu_new")),
+        softmax_fp32=model_type == "gpt_bigcode" and c.bool("attention_softmax_in_fp32", True),
     )
 
 
@@ -442,6 +448,7 @@ def _gpt_neox(c: _Config, model_type: str) -> dict[str, Any]:
         parallel_residual=c.bool("use_parallel_residual", True),
         dropout=max(c.float("attention_dropout", 0.0) or 0.0, c.float("hidden_dropout", 0.0) or 0.0),
         rotary_dim=int(d * (c.float("rotary_pct", 0.25) or 0.25)),
+        activation=str(c.raw.get("hidden_act") or "gelu"),
     )
 
 
@@ -486,6 +493,7 @@ def _falcon(c: _Config, model_type: str) -> dict[str, Any]:
         parallel_residual=parallel or new_arch,
         dropout=max(c.float("attention_dropout", 0.0) or 0.0, c.float("hidden_dropout", 0.0) or 0.0),
         rotary_dim=d if c.bool("rotary", True) else 0,
+        activation=str(c.raw.get("activation") or "gelu"),
     )
 
 

@@ -47,6 +47,7 @@ class TensorGroup:
     storage: str          # a dtype name: fp32, bf16, fp16, nf4, fp4
     trainable: bool
     added: bool = False   # added by the method (what an adapter file holds)
+    factored: int = 0     # elements of Adafactor's row + column statistics; 0 for 1-D tensors
 
     @property
     def elements(self) -> int:
@@ -70,12 +71,23 @@ def base_groups(shape: ModelShape, storage_of: Callable[[str, str, bool], str], 
     ``embedding``, ``position``, ``weight``, ``bias``, ``norm``, ``head``.
     """
     L = shape.num_layers
-    groups = [TensorGroup("embed_tokens", 1, shape.embedding_params, storage_of("embedding", "", False), trainable)]
+    h, V = shape.hidden_size, shape.vocab_size
+    groups = [
+        TensorGroup("embed_tokens", 1, shape.embedding_params, storage_of("embedding", "", False), trainable, factored=V + h)
+    ]
     if shape.position_embeddings:
-        groups.append(TensorGroup("position_embeddings", 1, shape.position_params, storage_of("position", "", False), trainable))
+        groups.append(
+            TensorGroup(
+                "position_embeddings", 1, shape.position_params, storage_of("position", "", False), trainable,
+                factored=shape.position_embeddings + h,
+            )
+        )
     for m in shape.matrices:
         groups.append(
-            TensorGroup(f"{m.name}.weight", L, m.weight_numel, storage_of("weight", m.role, m.is_linear), trainable)
+            TensorGroup(
+                f"{m.name}.weight", L, m.weight_numel, storage_of("weight", m.role, m.is_linear), trainable,
+                factored=m.copies * (m.in_features + m.out_features),
+            )
         )
         if m.bias:
             groups.append(TensorGroup(f"{m.name}.bias", L, m.bias_numel, storage_of("bias", m.role, m.is_linear), trainable))
@@ -89,7 +101,9 @@ def base_groups(shape: ModelShape, storage_of: Callable[[str, str, bool], str], 
     if fn.bias:
         groups.append(TensorGroup(f"{fn.name}.bias", 1, fn.size, storage_of("norm", "", False), trainable))
     if not shape.tie_word_embeddings:
-        groups.append(TensorGroup("lm_head.weight", 1, shape.embedding_params, storage_of("head", "", False), trainable))
+        groups.append(
+            TensorGroup("lm_head.weight", 1, shape.embedding_params, storage_of("head", "", False), trainable, factored=V + h)
+        )
     if shape.lm_head_bias:
         groups.append(TensorGroup("lm_head.bias", 1, shape.vocab_size, storage_of("head", "", False), trainable))
     return groups
@@ -168,8 +182,8 @@ def _lora_groups(shape: ModelShape, setup: TrainingSetup) -> list[TensorGroup]:
     L = shape.num_layers
     out = []
     for m in lora_target_matrices(shape, setup.lora_targets):
-        out.append(TensorGroup(f"{m.name}.lora_A", L, r * m.in_features, ADAPTER_DTYPE, True, added=True))
-        out.append(TensorGroup(f"{m.name}.lora_B", L, m.out_features * r, ADAPTER_DTYPE, True, added=True))
+        out.append(TensorGroup(f"{m.name}.lora_A", L, r * m.in_features, ADAPTER_DTYPE, True, True, r + m.in_features))
+        out.append(TensorGroup(f"{m.name}.lora_B", L, m.out_features * r, ADAPTER_DTYPE, True, True, m.out_features + r))
     return out
 
 
@@ -194,9 +208,9 @@ def _qlora(shape: ModelShape, setup: TrainingSetup) -> list[TensorGroup]:
 def _adapter(shape: ModelShape, setup: TrainingSetup) -> list[TensorGroup]:
     h, m, n = shape.hidden_size, setup.adapter_size, 2 * shape.num_layers
     return base_groups(shape, _dense(setup), trainable=False) + [
-        TensorGroup("adapter.down.weight", n, m * h, ADAPTER_DTYPE, True, added=True),
+        TensorGroup("adapter.down.weight", n, m * h, ADAPTER_DTYPE, True, True, m + h),
         TensorGroup("adapter.down.bias", n, m, ADAPTER_DTYPE, True, added=True),
-        TensorGroup("adapter.up.weight", n, h * m, ADAPTER_DTYPE, True, added=True),
+        TensorGroup("adapter.up.weight", n, h * m, ADAPTER_DTYPE, True, True, h + m),
         TensorGroup("adapter.up.bias", n, h, ADAPTER_DTYPE, True, added=True),
     ]
 
@@ -204,28 +218,29 @@ def _adapter(shape: ModelShape, setup: TrainingSetup) -> list[TensorGroup]:
 def _prefix(shape: ModelShape, setup: TrainingSetup) -> list[TensorGroup]:
     vt, kv, L = setup.num_virtual_tokens, shape.kv_width, shape.num_layers
     if not setup.prefix_projection:
-        added = [TensorGroup("prefix.embedding", 1, vt * L * 2 * kv, ADAPTER_DTYPE, True, added=True)]
+        added = [TensorGroup("prefix.embedding", 1, vt * L * 2 * kv, ADAPTER_DTYPE, True, True, vt + L * 2 * kv)]
     else:
         added = [
-            TensorGroup("prefix.embedding", 1, vt * kv, ADAPTER_DTYPE, True, added=True),
-            TensorGroup("prefix.transform.0.weight", 1, kv * kv, ADAPTER_DTYPE, True, added=True),
+            TensorGroup("prefix.embedding", 1, vt * kv, ADAPTER_DTYPE, True, True, vt + kv),
+            TensorGroup("prefix.transform.0.weight", 1, kv * kv, ADAPTER_DTYPE, True, True, 2 * kv),
             TensorGroup("prefix.transform.0.bias", 1, kv, ADAPTER_DTYPE, True, added=True),
-            TensorGroup("prefix.transform.2.weight", 1, kv * L * 2 * kv, ADAPTER_DTYPE, True, added=True),
+            TensorGroup("prefix.transform.2.weight", 1, kv * L * 2 * kv, ADAPTER_DTYPE, True, True, kv + L * 2 * kv),
             TensorGroup("prefix.transform.2.bias", 1, L * 2 * kv, ADAPTER_DTYPE, True, added=True),
         ]
     return base_groups(shape, _dense(setup), trainable=False) + added
 
 
 def _prompt(shape: ModelShape, setup: TrainingSetup) -> list[TensorGroup]:
-    added = [TensorGroup("prompt.embedding", 1, setup.num_virtual_tokens * shape.hidden_size, ADAPTER_DTYPE, True, added=True)]
+    vt, h = setup.num_virtual_tokens, shape.hidden_size
+    added = [TensorGroup("prompt.embedding", 1, vt * h, ADAPTER_DTYPE, True, True, vt + h)]
     return base_groups(shape, _dense(setup), trainable=False) + added
 
 
 def _ptuning(shape: ModelShape, setup: TrainingSetup) -> list[TensorGroup]:
     h = shape.hidden_size
     added = [
-        TensorGroup("ptuning.embedding", 1, setup.num_virtual_tokens * h, ADAPTER_DTYPE, True, added=True),
-        TensorGroup("ptuning.mlp.weight", 3, h * h, ADAPTER_DTYPE, True, added=True),
+        TensorGroup("ptuning.embedding", 1, setup.num_virtual_tokens * h, ADAPTER_DTYPE, True, True, setup.num_virtual_tokens + h),
+        TensorGroup("ptuning.mlp.weight", 3, h * h, ADAPTER_DTYPE, True, True, 2 * h),
         TensorGroup("ptuning.mlp.bias", 3, h, ADAPTER_DTYPE, True, added=True),
     ]
     return base_groups(shape, _dense(setup), trainable=False) + added

@@ -1,0 +1,1 @@
+"""One module per memory component, each a set of small pure functions returning bytes."""

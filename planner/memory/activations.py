@@ -1,0 +1,392 @@
+"""Activations: the bytes each decoder layer saves for backward, by tracing the layer's ops.
+
+Rather than one closed formula per family, the module replays a layer's forward pass on symbolic
+tensors. Each op follows PyTorch's autograd rules for what it saves (tools/autograd/
+derivatives.yaml): ``mm`` saves its input when the weight trains and the weight when the input
+needs a gradient; ``pow``/``silu``/``gelu`` save their input; ``mul`` saves each operand the other
+needs; ``log_softmax``/``softmax``/``rsqrt``/``tanh`` save their output; ``native_layer_norm`` saves
+input, mean and rstd; dropout saves a one-byte mask; SDPA kernels save q, k, v, the output and an
+fp32 logsumexp per head and token. A tensor saved twice, or a view of a saved tensor, counts once.
+Whether a tensor needs a gradient flows from the trainable parameters, as in autograd, so the
+same trace covers full fine-tuning, LoRA on any targets, adapters, frozen layers and layer 0 of a
+PEFT model (whose input, the frozen embedding, needs no gradient).
+
+Sizes are linear forms in tokens ``T = batch x (seq + virtual tokens)``, attention scores
+``batch x heads x seq x kv_seq`` and masks ``seq x kv_seq``, so the trace runs once per shape
+and the same numbers serve any batch and sequence.
+
+Kernels: ``sdpa`` on CUDA and ``flash`` run flash/memory-efficient kernels (q, k, v, out,
+logsumexp); ``sdpa`` on a CPU runs ``_scaled_dot_product_flash_attention_for_cpu``, which saves the
+same set; with attention dropout SDPA falls back to the math path, which saves like eager.
+``eager`` saves the fp32 softmax (4 bytes per score), its cast to the compute dtype and, under
+GQA, the repeated keys and values.
+
+Gradient checkpointing (transformers' non-reentrant ``torch.utils.checkpoint``): each layer keeps
+its input hidden states; in backward one layer at a time is recomputed, its full saved set live.
+
+Known limitations: one layer layout per family (no per-layer differences apart from layer 0);
+sliding-window attention is not cheaper than full attention in any kernel here (eager masks the
+full square); gemma2 runs eager only (transformers 5.23 has no SDPA path for it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.architecture import (
+    ATTN_K,
+    ATTN_O,
+    ATTN_Q,
+    ATTN_QKV,
+    ATTN_V,
+    MLP_DOWN,
+    MLP_GATE,
+    MLP_GATE_UP,
+    MLP_UP,
+    Matrix,
+    ModelShape,
+)
+from planner.methods import lora_target_matrices
+from planner.setup import TrainingSetup
+
+
+@dataclass(frozen=True)
+class Size:
+    """Bytes as a linear form: per token, per attention score, per mask element, and constant."""
+
+    token: int = 0
+    score: int = 0
+    mask: int = 0
+    const: int = 0
+
+    def __add__(self, other: Size) -> Size:
+        return Size(self.token + other.token, self.score + other.score, self.mask + other.mask, self.const + other.const)
+
+    def scale(self, k: int) -> Size:
+        return Size(self.token * k, self.score * k, self.mask * k, self.const * k)
+
+    def bytes(self, tokens: int, scores: int, mask: int) -> int:
+        return self.token * tokens + self.score * scores + self.mask * mask + self.const
+
+
+class _Tensor:
+    __slots__ = ("size", "rg")
+
+    def __init__(self, size: Size, rg: bool):
+        self.size = size
+        self.rg = rg
+
+
+class _Trace:
+    """Replays ops on symbolic tensors and collects what autograd would save."""
+
+    def __init__(self, shape: ModelShape, setup: TrainingSetup, trainable_base: bool, lora: set[int], adapters: bool):
+        self.shape = shape
+        self.setup = setup
+        self.a = 4 if setup.compute_dtype == "fp32" else 2           # activation bytes per element
+        self.w = 4 if setup.weight_dtype == "fp32" else 2            # parameter bytes per element
+        self.trainable_base = trainable_base
+        self.lora = lora          # ids of the Matrix objects LoRA wraps
+        self.adapters = adapters
+        self.saved: dict[int, Size] = {}
+        self._keep: list[_Tensor] = []
+        self._anon = 0
+
+    # -- primitives
+    def new(self, size: Size, rg: bool) -> _Tensor:
+        t = _Tensor(size, rg)
+        self._keep.append(t)  # keep ids unique for the trace's lifetime
+        return t
+
+    def tok(self, elements: int, nbytes: int, rg: bool) -> _Tensor:
+        return self.new(Size(token=elements * nbytes), rg)
+
+    def save(self, *tensors: _Tensor) -> None:
+        for t in tensors:
+            self.saved[id(t)] = t.size
+
+    def save_size(self, size: Size) -> None:
+        """Save a tensor that no other op refers to (a mask, a softmax output)."""
+        self._anon -= 1
+        self.saved[self._anon] = size
+
+    def cast(self, x: _Tensor, nbytes: int, elements: int) -> _Tensor:
+        """``x.to(dtype)``: the same tensor when the dtype does not change."""
+        return x if nbytes == self.a_of(x, elements) else self.tok(elements, nbytes, x.rg)
+
+    @staticmethod
+    def a_of(x: _Tensor, elements: int) -> int:
+        return x.size.token // elements if elements else 0
+
+    def dropout(self, x: _Tensor, elements: int, p: float) -> _Tensor:
+        if p <= 0:
+            return x
+        nbytes = self.a_of(x, elements)
+        out = self.tok(elements, nbytes, x.rg)
+        if x.rg:
+            # CUDA's native_dropout keeps a bool mask; the CPU kernel a scaled mask in x's dtype
+            self.save(self.tok(elements, 1 if self.setup.device == "cuda" else nbytes, False))
+        return out
+
+    # -- layers
+    def rms_norm(self, x: _Tensor, size: int, gemma: bool = False) -> _Tensor:
+        """transformers' RMSNorm: fp32 upcast, pow, mean, rsqrt, mul, cast back, times weight."""
+        w_rg = self.trainable_base
+        x32 = self.cast(x, 4, size)
+        r = self.tok(1, 4, x.rg)
+        if x.rg:
+            self.save(x32, r)                      # pow saves x32; mul(x32, r) saves both
+        n32 = self.tok(size, 4, x.rg)              # x32 * rsqrt
+        if gemma:
+            # Gemma: output = n32 * (1 + weight.float()), then cast; mul saves (1 + w) for n32's
+            # gradient and n32 for the weight's
+            if x.rg:
+                self.save_size(Size(const=4 * size))
+            if w_rg:
+                self.save(n32)
+            return self.cast(self.tok(size, 4, x.rg or w_rg), self.a, size)
+        n = self.cast(n32, self.a, size)
+        if w_rg:
+            self.save(n)                           # weight * n saves n for the weight's gradient
+        return self.tok(size, self.a, x.rg or w_rg)
+
+    def layer_norm(self, x: _Tensor, size: int) -> _Tensor:
+        w_rg = self.trainable_base
+        if x.rg or w_rg:
+            # native_layer_norm saves input, mean and rstd; the CPU kernel keeps mean and rstd in
+            # the input's dtype, CUDA's in fp32
+            stat = 4 if self.setup.device == "cuda" else self.a
+            self.save(x, self.tok(2, stat, False))
+        return self.tok(size, self.a, x.rg or w_rg)
+
+    def norm(self, x: _Tensor, size: int) -> _Tensor:
+        if self.shape.norm_kind == "layer":
+            return self.layer_norm(x, size)
+        return self.rms_norm(x, size, gemma=self.shape.model_type in ("gemma", "gemma2"))
+
+    def linear(self, x: _Tensor, m: Matrix) -> _Tensor:
+        """``y = x W^T (+ b)`` plus, where LoRA wraps the module, ``B(A(dropout(x.float())))``."""
+        w_rg = self.trainable_base
+        if w_rg:
+            self.save(x)
+        out_rg = x.rg or w_rg
+        if id(m) in self.lora:
+            xc = self.cast(x, 4, m.in_features)               # peft casts the input to the adapter dtype
+            xc = self.dropout(xc, m.in_features, self.setup.lora_dropout)
+            self.save(xc)                                     # lora_A's weight trains
+            u = self.tok(self.setup.lora_rank, 4, True)
+            self.save(u)                                      # lora_B's weight trains
+            out_rg = True
+        if self.setup.mixed and x.rg:
+            # autocast's compute-dtype copy of the weight, kept for the input's gradient
+            self.save_size(Size(const=m.in_features * m.out_features * m.copies * self.a))
+        return self.tok(m.out_features, self.a, out_rg)
+
+    def adapter(self, x: _Tensor) -> _Tensor:
+        """Houlsby bottleneck on the sub-layer output: x + up(act(down(x.float()))), fp32 inside."""
+        h, m = self.shape.hidden_size, self.setup.adapter_size
+        xc = self.cast(x, 4, h)
+        self.save(xc)                                         # down's weight trains
+        d = self.tok(m, 4, True)
+        self.save(d)                                          # the activation saves its input
+        act = self.tok(m, 4, True)
+        self.save(act)                                        # up's weight trains
+        return self.tok(h, self.a, True)
+
+    def attention(self, q: _Tensor, k: _Tensor, v: _Tensor, fused: _Tensor | None) -> _Tensor:
+        """Returns the input of the output projection."""
+        s = self.shape
+        nh, d = s.num_heads, s.head_dim
+        rg = q.rg or k.rg or v.rg
+        kernel = self.setup.attention
+        dropout = s.dropout > 0
+        out = self.tok(nh * d, self.a, rg)
+        if kernel in ("sdpa", "flash") and not (dropout and kernel == "sdpa" and self.setup.device == "cpu"):
+            if rg:
+                self.save(q, k, v, out, self.tok(nh, 4, False))   # logsumexp, fp32 per head and token
+            return out
+        if kernel == "sdpa":
+            # CPU SDPA with dropout runs the math path in fp32: scaled q and k, v, softmax output,
+            # dropout mask and dropped probabilities (4 bytes each per score)
+            if rg:
+                self.save_size(Size(token=4 * (nh * d + 2 * s.kv_width), score=12))
+            return self.tok(nh * d, self.a, rg)
+        # eager (or SDPA's math path): scores = q k^T, softmax in fp32, cast, dropout, probs v
+        gqa = s.num_kv_heads != nh
+        k_rep = self.tok(nh * d, self.a, k.rg) if gqa else k
+        v_rep = self.tok(nh * d, self.a, v.rg) if gqa else v
+        if rg:
+            self.save(q, k_rep)
+            scores = Size(score=4 if s.softmax_fp32 else self.a)
+            if s.attn_softcap:
+                # scores / cap -> tanh (saves its output) -> * cap
+                scores = scores + Size(score=self.a)
+            self.save_size(scores)  # fp32 softmax output
+            probs = Size(score=self.a) if (self.a != 4 and s.softmax_fp32) else Size()
+            if dropout:
+                mask = 1 if self.setup.device == "cuda" else self.a
+                probs = probs + Size(score=self.a + mask)  # dropout output and mask
+            if probs != Size():
+                self.save_size(probs)
+            self.save(v_rep)
+        return self.tok(nh * d, self.a, rg)        # transpose(1, 2).reshape(): a contiguous copy
+
+    def rope(self, x: _Tensor, width: int) -> _Tensor:
+        if not self.shape.rotary_dim:
+            return x
+        return self.tok(width, self.a, x.rg)       # q * cos + rotate_half(q) * sin: a new tensor
+
+    def mlp(self, x: _Tensor, by_role: dict[str, Matrix]) -> _Tensor:
+        s = self.shape
+        i = s.intermediate_size
+        if MLP_GATE_UP in by_role:              # phi3: one projection, chunked (views share storage)
+            gu = self.linear(x, by_role[MLP_GATE_UP])
+            gate = up = gu
+        elif MLP_GATE in by_role:
+            gate = self.linear(x, by_role[MLP_GATE])
+            up = self.linear(x, by_role[MLP_UP])
+        else:
+            gate, up = None, self.linear(x, by_role[MLP_UP])
+        if gate is not None:
+            if gate.rg:
+                self.save(gate)                 # silu / gelu saves its input
+            act = self.tok(i, self.a, gate.rg)
+            if up.rg:
+                self.save(act)
+            if act.rg:
+                self.save(up)
+            h = self.tok(i, self.a, act.rg or up.rg)
+        else:
+            if up.rg:
+                self.save(up)                   # gelu saves its input
+                if s.activation == "gelu_new":
+                    # transformers' NewGELUActivation is written in Python ops: pow, tanh and two
+                    # products save three more tensors of the intermediate size
+                    self.save_size(Size(token=3 * i * self.a))
+            h = self.tok(i, self.a, up.rg)
+        return self.linear(h, by_role[MLP_DOWN])
+
+    def layer(self, x: _Tensor) -> _Tensor:
+        s = self.shape
+        by_role = {m.role: m for m in s.matrices}
+        # attention projections; gpt2's two c_proj share a name, not a role
+        n1 = self.norm(x, s.hidden_size)
+        if ATTN_QKV in by_role:
+            qkv = self.linear(n1, by_role[ATTN_QKV])
+            q = k = v = qkv                      # views of one storage
+            fused = qkv
+        else:
+            q = self.linear(n1, by_role[ATTN_Q])
+            k = self.linear(n1, by_role[ATTN_K])
+            v = self.linear(n1, by_role[ATTN_V])
+            fused = None
+        if s.model_type == "qwen3":
+            q = self.rms_norm(q, s.q_width)
+            k = self.rms_norm(k, s.kv_width)
+        if s.rotary_dim:
+            q = self.rope(q, s.q_width)
+            k = self.rope(k, s.kv_width)
+        elif fused is not None:
+            pass
+        attn_in = self.attention(q, k, v, fused)
+        o = self.linear(attn_in, by_role[ATTN_O])
+        o = self.dropout(o, s.hidden_size, s.dropout)
+        if self.adapters:
+            o = self.adapter(o)
+        if s.parallel_residual:
+            n2 = n1 if len(s.norms) == 1 else self.norm(x, s.hidden_size)
+            m = self.mlp(n2, by_role)
+            m = self.dropout(m, s.hidden_size, s.dropout)
+            if self.adapters:
+                m = self.adapter(m)
+            return self.tok(s.hidden_size, self.a, x.rg or o.rg or m.rg)
+        if s.model_type == "gemma2":
+            o = self.norm(o, s.hidden_size)      # post_attention_layernorm on the branch
+        h = self.tok(s.hidden_size, self.a, x.rg or o.rg)
+        n2 = self.norm(h, s.hidden_size)
+        m = self.mlp(n2, by_role)
+        if s.model_type == "gemma2":
+            m = self.norm(m, s.hidden_size)      # post_feedforward_layernorm
+        m = self.dropout(m, s.hidden_size, s.dropout)
+        if self.adapters:
+            m = self.adapter(m)
+        return self.tok(s.hidden_size, self.a, h.rg or m.rg)
+
+    def total(self) -> Size:
+        out = Size()
+        for size in self.saved.values():
+            out = out + size
+        return out
+
+
+@dataclass(frozen=True)
+class LayerActivations:
+    """Saved bytes per decoder layer as linear forms in tokens, scores and mask elements."""
+
+    first: Size       # layer 0
+    later: Size       # every other layer
+    checkpoint: Size  # what a checkpointed layer keeps (its input)
+
+
+def _trace_layers(shape: ModelShape, setup: TrainingSetup) -> LayerActivations:
+    method = setup.method
+    trainable_base = method == "full"
+    lora = {id(m) for m in lora_target_matrices(shape, setup.lora_targets)} if method in ("lora", "qlora") else set()
+    adapters = method == "adapter"
+    # What enters layer 0: the embedding output needs a gradient when the embedding trains, or when
+    # the method prepends trained virtual tokens; prefix tuning trains keys/values inside attention.
+    input_rg = method in ("full", "prompt", "ptuning")
+
+    def run(rg: bool) -> Size:
+        t = _Trace(shape, setup, trainable_base, lora, adapters)
+        x = t.tok(shape.hidden_size, t.a, rg)
+        if method == "prefix":
+            # past key/values of the virtual tokens require grad: every layer's attention saves
+            # (the prefix lengthens keys and values, counted through kv_seq in the scores)
+            x.rg = rg
+        t.layer(x)
+        return t.total()
+
+    a = 4 if setup.compute_dtype == "fp32" else 2
+    first = run(input_rg or method == "prefix")
+    later = run(True)
+    return LayerActivations(first=first, later=later, checkpoint=Size(token=shape.hidden_size * a))
+
+
+def activation_forms(shape: ModelShape, setup: TrainingSetup) -> LayerActivations:
+    return _trace_layers(shape, setup)
+
+
+def _counts(shape: ModelShape, setup: TrainingSetup) -> tuple[int, int, int]:
+    """(tokens, attention scores, mask elements) of one step."""
+    s = setup.seq_len + setup.virtual_tokens
+    kv = s + (setup.num_virtual_tokens if setup.method == "prefix" else 0)
+    b = setup.batch_size
+    return b * s, b * shape.num_heads * s * kv, s * kv
+
+
+def layer_bytes(shape: ModelShape, setup: TrainingSetup) -> tuple[int, int]:
+    """Bytes saved by layer 0 and by each later layer, without checkpointing."""
+    forms = activation_forms(shape, setup)
+    counts = _counts(shape, setup)
+    return forms.first.bytes(*counts), forms.later.bytes(*counts)
+
+
+def activations(shape: ModelShape, setup: TrainingSetup) -> int:
+    """Bytes the decoder layers hold for backward at the end of the forward pass.
+
+    Without checkpointing: layer 0's saved set plus (layers - 1) later layers'. With it: every
+    layer's input hidden states, ``layers x tokens x hidden x dtype bytes``.
+    """
+    forms = activation_forms(shape, setup)
+    counts = _counts(shape, setup)
+    if setup.checkpointing:
+        return shape.num_layers * forms.checkpoint.bytes(*counts)
+    return forms.first.bytes(*counts) + (shape.num_layers - 1) * forms.later.bytes(*counts)
+
+
+def recompute_bytes(shape: ModelShape, setup: TrainingSetup) -> int:
+    """Extra bytes live while one checkpointed layer is recomputed in backward (0 without checkpointing)."""
+    if not setup.checkpointing:
+        return 0
+    return activation_forms(shape, setup).later.bytes(*_counts(shape, setup))

@@ -1,0 +1,102 @@
+"""Gradients, optimizer states and the optimizer step's temporaries.
+
+Formulas per optimizer, for a trainable tensor of n elements stored in b bytes per element:
+
+- ``adamw`` (torch.optim.AdamW): exp_avg and exp_avg_sq in the parameter's dtype, 2 n b; plus a
+  4-byte fp32 ``step`` per tensor, which lives on the CPU unless ``capturable``/``fused``
+  (torch/optim/adam.py ``_init_group``), so it counts only on a CPU device.
+- ``adamw-8bit`` / ``paged-adamw-8bit`` (bitsandbytes Optimizer2State, optim_bits=8): tensors of
+  at least 4,096 elements keep two uint8 states plus one fp32 absmax per 256 elements per state,
+  2 n + 8 ceil(n / 256); smaller tensors keep two fp32 states, 8 n.
+- ``paged-adamw`` (bitsandbytes, 32-bit): two fp32 states, 8 n, in paged (unified) memory that
+  the driver may evict to the host under pressure.
+- ``sgd``: none. ``sgd-momentum``: one momentum buffer in the parameter's dtype, n b.
+- ``adafactor`` (transformers.optimization.Adafactor, factored, no first moment): for matrices
+  the row and column second-moment statistics in the gradient's dtype; for vectors one full
+  statistic.
+- ``lion`` (bitsandbytes Lion, 32-bit): one fp32 momentum, 4 n.
+
+Known limitations: the step temporaries are modelled for torch AdamW (single-tensor and
+foreach) and bounded by the largest tensor for the others; fused AdamW and ZeRO are elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from planner.dtypes import nbytes
+from planner.methods import TensorGroup
+from planner.setup import TrainingSetup
+
+BNB_MIN_8BIT_SIZE = 4096  # bitsandbytes Optimizer8bit min_8bit_size
+BNB_BLOCK = 256           # bitsandbytes blockwise 8-bit state block
+
+
+def gradients(groups: Sequence[TensorGroup]) -> int:
+    """Bytes of the gradients of trainable tensors, each in its parameter's dtype."""
+    return sum(g.data_bytes() for g in groups if g.trainable)
+
+
+def _adam8bit_bytes(numel: int) -> int:
+    if numel < BNB_MIN_8BIT_SIZE:
+        return 2 * 4 * numel
+    return 2 * numel + 2 * 4 * -(-numel // BNB_BLOCK)
+
+
+def optimizer_states(groups: Sequence[TensorGroup], setup: TrainingSetup) -> int:
+    """Bytes of the optimizer's state for every trainable tensor (see the module docstring)."""
+    total = 0
+    opt = setup.optimizer
+    for g in groups:
+        if not g.trainable:
+            continue
+        n, per = g.numel, nbytes(g.numel, g.storage)
+        if opt == "adamw":
+            state = 2 * per + (4 if setup.device == "cpu" else 0)
+        elif opt in ("adamw-8bit", "paged-adamw-8bit"):
+            state = _adam8bit_bytes(n)
+        elif opt == "paged-adamw":
+            state = 8 * n
+        elif opt == "sgd":
+            state = 0
+        elif opt == "sgd-momentum":
+            state = per
+        elif opt == "adafactor":
+            state = nbytes(g.factored, g.storage) if g.factored else per
+        elif opt == "lion":
+            state = 4 * n
+        else:  # pragma: no cover - TrainingSetup rejects unknown optimizers
+            raise AssertionError(opt)
+        total += g.count * state
+    return total
+
+
+def optimizer_temporaries(groups: Sequence[TensorGroup], setup: TrainingSetup) -> int:
+    """Peak bytes the optimizer step allocates beyond states, gradients and weights.
+
+    torch AdamW, single-tensor (the CPU default, torch/optim/adam.py ``_single_tensor_adam``): per
+    tensor, ``denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)`` makes two
+    temporaries of the tensor's size, freed before the next tensor: 2 x the largest tensor.
+    Foreach (the CUDA default, ``_multi_tensor_adam``): ``torch._foreach_sqrt(exp_avg_sqs)`` and
+    the division make the same temporaries for all tensors of a device and dtype at once:
+    2 x all trainable bytes... minus what is freed early, modelled as one full copy plus one of
+    the largest tensor. Other optimizers: one temporary of the largest tensor, in fp32 where the
+    optimizer upcasts (Adafactor, bitsandbytes).
+    """
+    trainable = [g for g in groups if g.trainable]
+    if not trainable:
+        return 0
+    largest = max(nbytes(g.numel, g.storage) for g in trainable)
+    largest_fp32 = max(4 * g.numel for g in trainable)
+    opt = setup.optimizer
+    if opt == "adamw":
+        if setup.uses_foreach:
+            return sum(g.data_bytes() for g in trainable) + largest
+        return 2 * largest
+    if opt == "sgd":
+        return 0
+    if opt == "sgd-momentum":
+        return largest if setup.uses_foreach else 0
+    if opt == "adafactor":
+        return 3 * largest_fp32
+    return largest_fp32
