@@ -66,6 +66,9 @@ class MemoryBreakdown:
     def coarse(self) -> dict[str, int]:
         return {k: sum(getattr(self, c) for c in cs) for k, cs in COARSE.items()}
 
+    def to_dict_no_total(self) -> dict[str, int]:
+        return asdict(self)
+
     def to_dict(self) -> dict[str, int]:
         out = asdict(self)
         out["total"] = self.total

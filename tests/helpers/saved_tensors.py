@@ -97,7 +97,7 @@ class SavedReport:
     live_at_backward_start: dict[Any, int]
     live_total_at_backward_start: int
     live_items_at_backward_start: list[dict]
-    #: backward: peak of live non-parameter, non-.grad storages, and its value at backward start
+    #: backward: peak of live storages excluding parameters and accumulated ``.grad`` tensors
     backward_peak_live: int | None = None
     #: per layer: bytes created by the recomputation (grad ckpt) still alive when it ended
     recompute_saved: dict[int, int] = field(default_factory=dict)
@@ -354,7 +354,11 @@ class _Session:
             if recompute and self.sticky_layer is not None:
                 self.recompute_created[self.sticky_layer].add(key)
         if self.phase == "backward":
-            self._backward_step(recompute)
+            name = getattr(getattr(func, "overloadpacket", None), "__name__", str(func))
+            # checkpoint's recomputation hook detaches (grad disabled) in the middle of the
+            # recompute: such ops must not count as "back in the backward pass"
+            if name not in ("detach", "device", "alias"):
+                self._backward_step(recompute)
 
     def _backward_step(self, recompute: bool):
         live = self._live_bytes()
@@ -435,7 +439,11 @@ def _real_mask_logic():
         if padding_mask is None:
             if local_attention_size is not None and kv_length >= local_attention_size:
                 return False
-            return True  # training: q_length == kv_length, no padding, no cache
+            if q_length == 1 or kv_length == q_length:
+                return True  # training without padding / cache
+            if isinstance(q_offset, int):
+                return q_offset == 0
+            return False  # e.g. peft prefix tuning: a cache precedes the queries
         return orig_ignore(padding_mask, q_length, kv_length, q_offset, kv_offset, local_attention_size)
 
     mu._ignore_causal_mask_sdpa = ignore
@@ -541,9 +549,16 @@ def measure_saved_bytes(
                 live_grouped[grp] += v["bytes"]
             grad_bytes = 0
             if backward:
+                grad_hooks = [
+                    p.register_post_accumulate_grad_hook(lambda p: sess.grad_keys.add(_skey(p.grad)))
+                    for p in model.parameters()
+                    if p.requires_grad
+                ]
                 sess.phase = "backward"
                 sess.bw_peak = live_start_total
                 loss.backward()
+                for hk in grad_hooks:
+                    hk.remove()
                 for p in model.parameters():
                     if p.grad is not None:
                         grad_bytes += p.grad.untyped_storage().nbytes()

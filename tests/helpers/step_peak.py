@@ -101,10 +101,17 @@ class MemoryTracker(TorchDispatchMode):
         self.mark_events: dict[tuple[int, str], int] = {}
         self.timeline: list[tuple[int, str, str, int]] = []  # (step, phase, op, live) after each op
         self.keep_timeline = True
+        # engine input-buffer accumulation emulation (see ``emulate_inplace_accumulation``)
+        self.in_node = 0
+        self.emulate_inplace_accumulation = True
+        self.inplace_accumulations = 0
 
     # -- public
     def set_phase(self, step: int, phase: str):
         self.step, self.phase, self.op_index = step, phase, 0
+        pk = self.phase_peaks.get((step, phase))
+        if pk is None or self.live > pk["bytes"]:
+            self.phase_peaks[(step, phase)] = dict(bytes=self.live, event=self.events, op="<phase start>", op_index=0)
 
     def mark(self, label: str):
         self.marks[(self.step, label)] = self.live
@@ -157,12 +164,53 @@ class MemoryTracker(TorchDispatchMode):
         a.died = self.events
         if self.live_by_cdata.get(key) is a:
             del self.live_by_cdata[key]
-        self.live -= a.nbytes
+        if not getattr(a, "transferred", False):
+            self.live -= a.nbytes
+
+    def instrument_graph(self, root):
+        """Flag when the autograd engine is inside a Node (pre-hook .. post-hook).  An ``add`` seen in
+        the backward *outside* any node is the engine summing two incoming gradients in an InputBuffer."""
+        seen, stack = set(), [root]
+        enter = lambda *a: self._enter()
+        leave = lambda *a: self._leave()
+        while stack:
+            n = stack.pop()
+            if n is None or n in seen:
+                continue
+            seen.add(n)
+            n.register_prehook(enter)
+            n.register_hook(leave)
+            stack.extend(f for f, _ in n.next_functions)
+
+    def _enter(self):
+        self.in_node += 1
+
+    def _leave(self):
+        self.in_node -= 1
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         name = str(func.overloadpacket.__name__) if hasattr(func, "overloadpacket") else str(func)
         self.op_index += 1
+        if (
+            self.emulate_inplace_accumulation
+            and self.phase == "backward"
+            and self.in_node == 0
+            and func is torch.ops.aten.add.Tensor
+            and isinstance(out, torch.Tensor)
+            and isinstance(args[0], torch.Tensor)
+            and args[0].shape == out.shape
+            and args[0].dtype == out.dtype
+        ):
+            # The engine's InputBuffer::accumulate does ``old_var.add_(var)`` in place for plain tensors,
+            # but goes out of place whenever a tensor subclass (FakeTensor) or a dispatch mode is active.
+            # Emulate the in-place path: the sum takes over the old buffer's bytes.
+            old = self.live_by_cdata.get(args[0].untyped_storage()._cdata)
+            if old is not None and not getattr(old, "transferred", False):
+                old.transferred = True
+                self.live -= old.nbytes
+                self.inplace_accumulations += 1
+                name = "add_(input-buffer accumulate)"
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
                 self._track(t, name)
@@ -291,6 +339,7 @@ class StepReport:
     composition: dict[str, int]
     top_temporaries: list[tuple[str, int, str, tuple, str, int]]  # (category, nbytes, op, shape, dtype, count)
     notes: list[str]
+    inplace_accumulations: int = 0
     tracker: MemoryTracker | None = dataclasses.field(default=None, repr=False)
 
     def summary(self) -> str:
@@ -312,6 +361,7 @@ class StepReport:
         lines.append("  biggest non-param/grad/state tensors live at peak:")
         for cat, nb, op, shape, dt, cnt in self.top_temporaries:
             lines.append(f"    {cat:15s} {op:40s} {str(shape):28s} {dt:9s} {nb:>14,} B x{cnt}")
+        lines.append(f"  input-buffer gradient sums emulated in place: {self.inplace_accumulations}")
         for n in self.notes:
             lines.append("  note: " + n)
         return "\n".join(lines)
@@ -396,7 +446,8 @@ def measure_step(
         raise ValueError(method)
 
     real_bufs = _real_rotary_buffers(model)
-    fake_mode = FakeTensorMode(allow_non_fake_inputs=False)
+    # bitsandbytes' optimizers keep real CPU quantization maps (qmap) created at init
+    fake_mode = FakeTensorMode(allow_non_fake_inputs="8bit" in optimizer.lower())
     _fakeify(model, fake_mode, real_bufs)
     model.train()
     if grad_ckpt:
@@ -439,6 +490,7 @@ def measure_step(
                 del out
             tracker.mark("end_forward")
             tracker.set_phase(step, "backward")
+            tracker.instrument_graph(loss.grad_fn)
             loss.backward()
             del loss, input_ids
             if keep_outputs:
@@ -517,6 +569,7 @@ def measure_step(
         composition=comp,
         top_temporaries=top_t,
         notes=notes,
+        inplace_accumulations=tracker.inplace_accumulations,
         tracker=tracker if keep_tracker else None,
     )
     return rep
