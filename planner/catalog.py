@@ -111,7 +111,7 @@ def resolve_model(name_or_path: str) -> ModelEntry:
         return load_preset(preset)
     if _looks_like_path(text) or Path(text).exists():
         return load_config_path(Path(text).expanduser())
-    raise unknown_choice("model", text, list(index["presets"]) + list(index["aliases"]), limit=60)
+    raise unknown_choice("model", text, index["presets"], limit=60, also_matching=index["aliases"])
 
 
 @lru_cache(maxsize=None)
@@ -257,5 +257,5 @@ def resolve_gpu(name: str) -> GPU:
     catalog = gpu_catalog()
     key = gpu_aliases().get(key, key)
     if key not in catalog:
-        raise unknown_choice("GPU", name, catalog)
+        raise unknown_choice("GPU", name, catalog, also_matching=gpu_aliases())
     return catalog[key]

@@ -14,10 +14,15 @@ class PlanError(ValueError):
     """
 
 
-def unknown_choice(what: str, given: str, choices: Iterable[str], limit: int = 40) -> PlanError:
-    """Build the error for a name that is not in a closed set, with close matches first."""
+def unknown_choice(
+    what: str, given: str, choices: Iterable[str], limit: int = 40, also_matching: Iterable[str] = ()
+) -> PlanError:
+    """Build the error for a name that is not in a closed set, with close matches first.
+
+    ``also_matching`` are accepted spellings (aliases) searched for close matches but not listed.
+    """
     choices = sorted(set(choices))
-    close = difflib.get_close_matches(str(given).lower(), choices, n=3, cutoff=0.6)
+    close = difflib.get_close_matches(str(given).lower(), sorted(set(choices) | set(also_matching)), n=3, cutoff=0.6)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     shown = ", ".join(choices[:limit]) + (", ..." if len(choices) > limit else "")
     return PlanError(f"unknown {what} {given!r}.{hint} Valid: {shown}")

@@ -1,0 +1,286 @@
+"""The ``plan`` command: parse, load, call the planner, render. Bad input: one line, exit code 2."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from planner import __version__
+from planner.catalog import GPU, gpu_aliases, gpu_catalog, model_aliases, model_names, preset_info, resolve_gpu, resolve_model
+from planner.errors import PlanError, unknown_choice
+from planner.estimate import PHASES, Estimate, estimate
+from planner.fit import fits, gpus_needed
+from planner.methods import REGISTRY
+from planner.recommend import recommend
+from planner.render import GIB, gib, model_line, phase_table, plan_table, setup_line, to_json
+from planner.setup import ATTENTIONS, DEVICES, OPTIMIZERS, PRECISIONS, QUANTS, TrainingSetup
+
+DEFAULTS: dict[str, Any] = {
+    "seq_len": 2048,
+    "batch_size": 1,
+    "precision": "bf16",
+    "optimizer": "adamw",
+    "attention": "sdpa",
+}
+
+
+def _choice(what: str, value: str | None, choices: tuple[str, ...]) -> str | None:
+    if value is None:
+        return None
+    value = value.strip().lower()
+    if value not in choices:
+        raise unknown_choice(what, value, choices)
+    return value
+
+
+def _targets(text: str) -> tuple[str, ...]:
+    parts = tuple(p.strip() for p in text.replace(" ", ",").split(",") if p.strip())
+    if not parts:
+        raise PlanError("--lora-targets must name at least one module, e.g. q,v or all-linear")
+    return parts
+
+
+def _estimate_row(model, setup: TrainingSetup, gpu: GPU | None) -> tuple[dict[str, Any], Estimate | None]:
+    try:
+        est = estimate(model, setup)
+    except PlanError as exc:
+        return {"method": setup.method, "title": REGISTRY[setup.method].title, "error": str(exc)}, None
+    row: dict[str, Any] = {
+        "method": setup.method,
+        "title": est.method.title,
+        "trainable_parameters": est.trainable_params,
+        "trainable_percent": round(est.trainable_percent, 4),
+        "peak_bytes": est.peak_bytes,
+        "peak_phase": est.peak_phase,
+        "peak_breakdown": est.peak.to_dict_no_total(),
+        "phases": {p: est.phases[p].to_dict() for p in PHASES},
+        "saved_bytes": est.saved_file_bytes,
+        "saved_kind": "full checkpoint" if setup.method == "full" else "adapter file",
+        "gradient_checkpointing": setup.checkpointing,
+        "layer_activation_bytes": {"layer_0": est.layer_activation_bytes[0], "per_later_layer": est.layer_activation_bytes[1]},
+    }
+    if setup.method in ("lora", "qlora"):
+        row["lora_rank"] = setup.lora_rank
+    if gpu is not None:
+        row["fits"] = fits(est, gpu)
+        row["gpus_needed"] = gpus_needed(est, gpu)
+        row["sharding"] = "none" if row["gpus_needed"] == 1 else "fsdp-full-shard"
+    return row, est
+
+
+def _gpu_json(gpu: GPU) -> dict[str, Any]:
+    return {
+        "name": gpu.name,
+        "display_name": gpu.display_name,
+        "memory_bytes": gpu.memory_bytes,
+        "usable_memory_bytes": gpu.usable_memory_bytes,
+        "bf16_tflops": gpu.bf16_tflops,
+        "supports_bf16": gpu.supports_bf16,
+    }
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--model", "model_name", metavar="NAME|PATH", help="Preset or alias (see `plan models`), or a config.json / its folder.")
+@click.option("--gpu", "gpu_name", metavar="NAME", help="GPU to fit on (see `plan gpus`).")
+@click.option("--method", "method_name", metavar="METHOD", help="One of full, lora, qlora, adapter, prefix, prompt, ptuning; default all.")
+@click.option("--lora-rank", type=int, default=16, show_default=True)
+@click.option("--lora-targets", default="q,v", show_default=True, help="Module names, roles (q,k,v,o,gate,up,down) or all-linear.")
+@click.option("--adapter-size", type=int, default=64, show_default=True, help="Bottleneck width of Houlsby adapters.")
+@click.option("--num-virtual-tokens", type=int, default=20, show_default=True, help="Prefix, prompt and P-tuning tokens.")
+@click.option("--prefix-projection/--no-prefix-projection", default=False, show_default=True, help="Prefix tuning's reparameterisation MLP.")
+@click.option("--seq-len", type=int, default=None, help="Tokens per sequence [default: 2048].")
+@click.option("--batch-size", type=int, default=None, help="Micro batch per GPU [default: 1].")
+@click.option("--precision", default=None, metavar="P", help=f"{', '.join(PRECISIONS)} [default: bf16].")
+@click.option("--optimizer", default=None, metavar="OPT", help=f"{', '.join(OPTIMIZERS)} [default: adamw].")
+@click.option("--grad-ckpt/--no-grad-ckpt", default=None, help="Gradient checkpointing [default: on for qlora, off otherwise].")
+@click.option("--attention", default=None, metavar="IMPL", help=f"{', '.join(ATTENTIONS)} [default: sdpa].")
+@click.option("--quant", default="nf4", show_default=True, metavar="Q", help=f"{', '.join(QUANTS)} (qlora).")
+@click.option("--double-quant/--no-double-quant", default=True, show_default=True, help="bitsandbytes double quantization (qlora).")
+@click.option("--gpus", "gpus", type=int, default=1, show_default=True, help="GPUs the step is spread over (reported per GPU).")
+@click.option("--device", default="cuda", show_default=True, metavar="D", help="Kernels to model: cuda, or cpu (the validator's CPU runs).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, every memory figure in integer bytes.")
+@click.version_option(__version__, prog_name="plan")
+@click.pass_context
+def cli(ctx: click.Context, model_name, gpu_name, method_name, lora_rank, lora_targets, adapter_size, num_virtual_tokens,
+        prefix_projection, seq_len, batch_size, precision, optimizer, grad_ckpt, attention, quant, double_quant, gpus,
+        device, as_json) -> None:
+    """Plan the memory of fine-tuning a language model: `plan --model llama-70b --gpu a100-80`."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if not model_name:
+        raise PlanError("missing --model: give a preset (see `plan models`) or a config.json path, "
+                        "e.g. plan --model llama-70b --gpu a100-80")
+    given = {"seq_len": seq_len, "batch_size": batch_size, "precision": precision, "optimizer": optimizer, "attention": attention}
+    assumed = tuple(k for k, v in given.items() if v is None)
+    values = {k: (DEFAULTS[k] if v is None else v) for k, v in given.items()}
+    values["precision"] = _choice("precision", values["precision"], PRECISIONS)
+    values["optimizer"] = _choice("optimizer", values["optimizer"], OPTIMIZERS)
+    values["attention"] = _choice("attention implementation", values["attention"], ATTENTIONS)
+    device = _choice("device", device, DEVICES)
+    quant = _choice("quantization", quant, QUANTS)
+    methods = list(REGISTRY) if method_name is None else [_choice("method", method_name, tuple(REGISTRY))]
+    model = resolve_model(model_name)
+    gpu = resolve_gpu(gpu_name) if gpu_name else None
+    notes: list[str] = []
+    if gpu is not None and device != "cuda":
+        raise PlanError(f"--gpu {gpu.name} plans for a CUDA device; drop --device {device} or --gpu")
+    if gpu is not None and not gpu.supports_bf16 and values["precision"].startswith("bf16"):
+        if "precision" in assumed:
+            values["precision"] = "fp16"
+            notes.append(f"{gpu.name} has no bf16: planned in fp16")
+        else:
+            raise PlanError(f"{gpu.name} does not support bf16; use --precision fp16, fp16-mixed or fp32")
+    if model.shape.model_type == "gemma2" and values["attention"] != "eager":
+        if "attention" in assumed:
+            values["attention"] = "eager"
+            notes.append("gemma2 runs eager attention in transformers 5 (no SDPA path)")
+        else:
+            raise PlanError("gemma2 has no SDPA or flash path in transformers 5; use --attention eager")
+    if model.shape.num_experts and any(m == "qlora" for m in methods):
+        notes.append("qlora on MoE: transformers 5 keeps the fused 3-D expert weights unquantized "
+                     "(prepare_model_for_kbit_training upcasts them to fp32)")
+    base = TrainingSetup(
+        method=methods[0], lora_rank=lora_rank, lora_targets=_targets(lora_targets), adapter_size=adapter_size,
+        num_virtual_tokens=num_virtual_tokens, prefix_projection=prefix_projection, grad_ckpt=grad_ckpt,
+        quant=quant, double_quant=double_quant, gpus=gpus, device=device, assumed=assumed, **values,
+    )
+    rows, ests = [], {}
+    for name in methods:
+        row, est = _estimate_row(model, base.with_(method=name), gpu)
+        rows.append(row)
+        if est is not None:
+            ests[name] = est
+    if not ests:
+        raise PlanError(rows[0]["error"])
+    rec = recommend(model, base, gpu) if gpu is not None and method_name is None else None
+    if rec is not None:
+        for r in rows:
+            r["recommended"] = r["method"] == rec.method
+    payload: dict[str, Any] = {
+        "model": {
+            "name": model.name, "source": model.source, "hf_id": model.hf_id, "model_type": model.shape.model_type,
+            "parameters": model.shape.parameter_count, "layers": model.shape.num_layers,
+            "hidden_size": model.shape.hidden_size, "vocab_size": model.shape.vocab_size,
+        },
+        "gpu": _gpu_json(gpu) if gpu else None,
+        "setup": {k: v for k, v in base.to_dict().items() if k not in ("method", "grad_ckpt")} | {"grad_ckpt": grad_ckpt},
+        "assumed": list(assumed),
+        "notes": notes,
+        "methods": rows,
+        "recommendation": None if rec is None else {
+            "method": rec.method, "lora_rank": rec.lora_rank, "gpus": rec.gpus, "reason": rec.reason,
+            "peak_bytes": rec.estimate.peak_bytes if rec.estimate else None,
+        },
+    }
+    if as_json:
+        click.echo(to_json(payload))
+        return
+    first = next(iter(ests.values()))
+    click.echo(model_line(model))
+    if gpu is not None:
+        click.echo(f"GPU: {gpu.display_name}, {gib(gpu.usable_memory_bytes)} GiB usable of {gib(gpu.memory_bytes)} GiB")
+    click.echo(setup_line(first))
+    click.echo("")
+    if method_name is None:
+        click.echo("Peak memory per GPU, GiB (2**30 bytes), by component at each method's peak phase:")
+        click.echo(plan_table(rows, gpu))
+    else:
+        est = ests[methods[0]]
+        row = rows[0]
+        click.echo(f"{est.method.title}: {est.trainable_params:,} trainable parameters ({est.trainable_percent:.3f}%), "
+                   f"saves {est.saved_file_bytes / 2**20:,.1f} MiB ({row['saved_kind']})")
+        click.echo("Memory by training phase, GiB (2**30 bytes):")
+        click.echo(phase_table(est))
+        if gpu is not None:
+            n = row["gpus_needed"]
+            verdict = "fits" if row["fits"] else (f"needs {n} GPUs (FSDP full shard)" if n else "does not fit at any GPU count")
+            click.echo(f"On {gpu.name}: peak {gib(est.peak_bytes)} GiB of {gib(gpu.usable_memory_bytes)} GiB usable: {verdict}")
+    for r in rows:
+        if "error" in r:
+            click.echo(f"  {r['method']}: not estimated: {r['error']}")
+    if rec is not None:
+        click.echo("")
+        click.echo(f"Recommended: {rec.method}" + (f" r={rec.lora_rank}" if rec.lora_rank else "") + f" ({rec.reason})")
+    for note in notes:
+        click.echo(f"Note: {note}")
+    if assumed:
+        shown = ", ".join(f"{k.replace('_', ' ')} {getattr(first.setup, k)}" for k in assumed)
+        click.echo(f"Assumed (not given): {shown}.")
+
+
+@cli.command("models")
+@click.option("--json", "as_json", is_flag=True)
+def models_cmd(as_json: bool) -> None:
+    """List the model presets and their aliases."""
+    aliases = model_aliases()
+    by_target: dict[str, list[str]] = {}
+    for alias, target in aliases.items():
+        by_target.setdefault(target, []).append(alias)
+    rows = []
+    for name in model_names():
+        info = preset_info(name)
+        short = sorted((a for a in by_target.get(name, []) if "/" not in a), key=len)[:3]
+        rows.append({"name": name, "hf_id": info.get("hf_id"), "model_type": info.get("model_type"),
+                     "parameters": info.get("parameters"), "aliases": short})
+    if as_json:
+        click.echo(to_json({"models": rows}))
+        return
+    from tabulate import tabulate
+
+    click.echo(tabulate([[r["name"], r["hf_id"], r["model_type"], f"{r['parameters']:,}", ", ".join(r["aliases"])] for r in rows],
+                        headers=["preset", "hugging face id", "type", "parameters", "aliases"], tablefmt="simple",
+                        disable_numparse=True))
+
+
+@cli.command("gpus")
+@click.option("--json", "as_json", is_flag=True)
+def gpus_cmd(as_json: bool) -> None:
+    """List the GPU catalog."""
+    aliases = gpu_aliases()
+    rows = []
+    for g in gpu_catalog().values():
+        rows.append({"name": g.name, "display_name": g.display_name, "memory_bytes": g.memory_bytes,
+                     "usable_memory_bytes": g.usable_memory_bytes, "bf16_tflops": g.bf16_tflops, "hbm_gbps": g.hbm_gbps,
+                     "interconnect": g.interconnect, "supports_bf16": g.supports_bf16, "supports_fp8": g.supports_fp8,
+                     "aliases": sorted(a for a, t in aliases.items() if t == g.name)})
+    if as_json:
+        click.echo(to_json({"gpus": rows}))
+        return
+    from tabulate import tabulate
+
+    click.echo(tabulate([[r["name"], r["display_name"], gib(r["memory_bytes"]), gib(r["usable_memory_bytes"]),
+                          r["bf16_tflops"] if r["bf16_tflops"] is not None else "-", r["hbm_gbps"],
+                          "yes" if r["supports_fp8"] else "no", r["interconnect"]] for r in rows],
+                        headers=["gpu", "name", "GiB", "usable GiB", "bf16 TFLOP/s", "GB/s", "fp8", "interconnect"],
+                        tablefmt="simple", disable_numparse=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: every bad input ends as one line on stderr and exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="plan", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code or 0)
+    except click.exceptions.Abort:
+        click.echo("plan: aborted", err=True)
+        return 1
+    except click.UsageError as exc:
+        click.echo(f"plan: error: {exc.format_message()}", err=True)
+        return 2
+    except click.ClickException as exc:
+        click.echo(f"plan: error: {exc.format_message()}", err=True)
+        return 2
+    except PlanError as exc:
+        click.echo(f"plan: error: {exc}", err=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+def run() -> None:  # console script
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Tables for people and JSON for programs, from the same result objects.
+
+Bytes stay ints until here; tables print GiB (2**30 bytes) with one decimal and say so.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tabulate import tabulate
+
+from planner.breakdown import CATEGORIES
+from planner.catalog import GPU, ModelEntry
+from planner.estimate import PHASES, Estimate
+
+GIB = 2**30
+LABELS = {
+    "weights": "weights",
+    "quantization_state": "quant state",
+    "gradients": "gradients",
+    "optimizer_states": "optimizer",
+    "activations": "activations",
+    "logits_loss": "logits/loss",
+    "temporaries": "temporaries",
+    "overhead": "overhead",
+}
+
+
+def gib(n: int) -> str:
+    return f"{n / GIB:.1f}"
+
+
+def count(n: int) -> str:
+    for unit, size in (("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+def model_line(model: ModelEntry) -> str:
+    s = model.shape
+    src = f" ({model.hf_id})" if model.hf_id else f" (from {model.source})" if model.source != "preset" else ""
+    return (
+        f"Model: {model.name}{src}, {s.model_type}, {s.parameter_count:,} parameters, "
+        f"{s.num_layers} layers, hidden {s.hidden_size}, vocab {s.vocab_size}"
+    )
+
+
+def setup_line(est: Estimate) -> str:
+    st = est.setup
+    ckpt = "on" if st.checkpointing else "off"
+    return (
+        f"Setup: seq {st.seq_len}, batch {st.batch_size}, {st.precision}, {st.optimizer}, attention {st.attention} "
+        f"({st.device}), gradient checkpointing {ckpt} (qlora: on)"
+    )
+
+
+def plan_table(rows: list[dict[str, Any]], gpu: GPU | None) -> str:
+    headers = ["method", "trainable", "weights", "quant", "grads", "optim", "activ", "logits", "temps", "overhead", "peak/GPU", "saves"]
+    if gpu is not None:
+        headers.append(f"fits {gpu.name}")
+    table = []
+    for r in rows:
+        if "error" in r:
+            table.append([r["method"], "-", *(["-"] * 10), *(["n/a"] if gpu else [])][: len(headers)])
+            continue
+        b = r["peak_breakdown"]
+        line = [
+            ("* " if r.get("recommended") else "") + r["method"],
+            f"{count(r['trainable_parameters'])} ({r['trainable_percent']:.2f}%)",
+            gib(b["weights"]), gib(b["quantization_state"]), gib(b["gradients"]), gib(b["optimizer_states"]),
+            gib(b["activations"]), gib(b["logits_loss"]), gib(b["temporaries"]), gib(b["overhead"]),
+            gib(r["peak_bytes"]), gib(r["saved_bytes"]),
+        ]
+        if gpu is not None:
+            n = r["gpus_needed"]
+            line.append("yes" if r["fits"] else (f"needs {n}" if n else "no"))
+        table.append(line)
+    return tabulate(table, headers=headers, tablefmt="simple", disable_numparse=True)
+
+
+def phase_table(est: Estimate) -> str:
+    rows = []
+    for c in CATEGORIES:
+        rows.append([LABELS[c], *(gib(getattr(est.phases[p], c)) for p in PHASES)])
+    rows.append(["total", *(gib(est.phases[p].total) for p in PHASES)])
+    headers = ["GiB", *(p + (" (peak)" if p == est.peak_phase else "") for p in PHASES)]
+    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+
+
+def to_json(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, indent=2, sort_keys=False)
