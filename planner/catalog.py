@@ -134,6 +134,15 @@ def load_config_path(path: Path) -> ModelEntry:
             if not candidate.exists():
                 raise PlanError(f"model folder {path} holds no config.json")
             path = candidate
+        elif not path.exists() and path.is_symlink():
+            try:
+                path.resolve(strict=True)
+            except RuntimeError:
+                raise PlanError(f"model config {path}: symbolic link loop") from None
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise PlanError(f"model config {path}: symbolic link loop") from None
+            raise PlanError(f"model config {path}: a symbolic link to a file that does not exist")
         elif not path.exists():
             raise PlanError(f"model config {path}: no such file (and no preset of that name; see `plan models`)")
     except OSError as exc:

@@ -12,7 +12,7 @@ from planner.catalog import GPU, gpu_aliases, gpu_catalog, model_aliases, model_
 from planner.errors import PlanError, unknown_choice
 from planner.estimate import PHASES, Estimate, estimate
 from planner.fit import fits, gpus_needed
-from planner.methods import REGISTRY
+from planner.methods import REGISTRY, lora_target_matrices
 from planner.recommend import recommend
 from planner.render import GIB, gib, model_line, phase_table, plan_table, setup_line, to_json
 from planner.setup import ATTENTIONS, DEVICES, OPTIMIZERS, PRECISIONS, QUANTS, TrainingSetup
@@ -146,6 +146,7 @@ def cli(ctx: click.Context, model_name, gpu_name, method_name, lora_rank, lora_t
         num_virtual_tokens=num_virtual_tokens, prefix_projection=prefix_projection, grad_ckpt=grad_ckpt,
         quant=quant, double_quant=double_quant, gpus=gpus, device=device, assumed=assumed, **values,
     )
+    lora_target_matrices(model.shape, base.lora_targets)  # a bad target is bad input for every method
     rows, ests = [], {}
     for name in methods:
         row, est = _estimate_row(model, base.with_(method=name), gpu)

@@ -216,7 +216,11 @@ class _Trace:
         k_rep = self.tok(nh * d, self.a, k.rg) if gqa else k
         v_rep = self.tok(nh * d, self.a, v.rg) if gqa else v
         if rg:
-            self.save(q, k_rep)
+            # matmul saves each operand only for the other's gradient
+            if k_rep.rg:
+                self.save(q)
+            if q.rg:
+                self.save(k_rep)
             scores = Size(score=4 if s.softmax_fp32 else self.a)
             if s.attn_softcap:
                 # scores / cap -> tanh (saves its output) -> * cap
@@ -226,7 +230,7 @@ class _Trace:
             if dropout:
                 mask = 1 if self.setup.device == "cuda" else self.a
                 probs = probs + Size(score=self.a + mask)  # dropout output and mask
-            if probs != Size():
+            if probs != Size() and v_rep.rg:
                 self.save_size(probs)
             self.save(v_rep)
         return self.tok(nh * d, self.a, rg)        # transpose(1, 2).reshape(): a contiguous copy

@@ -1,0 +1,73 @@
+"""4-bit storage counted as bitsandbytes 0.50 stores it on the CPU."""
+
+import tempfile
+
+import pytest
+
+from planner.architecture import shape_from_config
+from planner.dtypes import dtype, four_bit_bytes, nbytes
+from planner.errors import PlanError
+from planner.memory.weights import quantization_state, weights
+from planner.methods import REGISTRY
+from planner.setup import TrainingSetup
+
+torch = pytest.importorskip("torch")
+bnbf = pytest.importorskip("bitsandbytes.functional")
+
+
+def _state_bytes(q, state):
+    tensors = [q, state.absmax, state.code]
+    if state.nested:
+        tensors += [state.offset, state.state2.absmax, state.state2.code]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def test_published_4096_square():
+    assert four_bit_bytes(4096 * 4096, double_quant=False) == 9_437_248
+    assert four_bit_bytes(4096 * 4096, double_quant=True) == 8_655_940
+
+
+@pytest.mark.parametrize("shape", [(4096, 4096), (100, 70), (1024, 4096), (333, 17)])
+@pytest.mark.parametrize("double_quant", [False, True])
+@pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
+def test_matches_bitsandbytes(shape, double_quant, quant_type):
+    w = torch.randn(*shape, dtype=torch.bfloat16)
+    q, state = bnbf.quantize_4bit(w, blocksize=64, compress_statistics=double_quant, quant_type=quant_type)
+    assert four_bit_bytes(w.numel(), double_quant=double_quant) == _state_bytes(q, state)
+
+
+def test_unknown_dtype_lists_valid_names():
+    with pytest.raises(PlanError, match="unknown dtype 'fp8'.*Valid: bf16, fp16, fp32, fp4, int8, nf4"):
+        dtype("fp8")
+    assert nbytes(3, "nf4") == 2
+
+
+def test_qlora_model_bytes_match_bitsandbytes_on_cpu():
+    transformers = pytest.importorskip("transformers")
+    peft = pytest.importorskip("peft")
+    raw = dict(model_type="qwen2", hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+               num_attention_heads=4, num_key_value_heads=2, vocab_size=1000, tie_word_embeddings=True)
+    cfg = dict(raw)
+    config = transformers.AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    with tempfile.TemporaryDirectory() as d:
+        model.save_pretrained(d)
+        q = transformers.AutoModelForCausalLM.from_pretrained(
+            d, dtype=torch.bfloat16,
+            quantization_config=transformers.BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16),
+        )
+    q = peft.prepare_model_for_kbit_training(q, use_gradient_checkpointing=False)
+    q = peft.get_peft_model(q, peft.LoraConfig(r=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    measured_w = sum(p.numel() * p.element_size() for p in q.parameters())
+    measured_q = 0
+    for p in q.parameters():
+        state = getattr(p, "quant_state", None)
+        if state is not None:
+            measured_q += _state_bytes(p, state) - p.numel() * p.element_size()
+    shape = shape_from_config(raw, "tiny-qwen2")
+    setup = TrainingSetup(method="qlora", lora_rank=8)
+    groups = REGISTRY["qlora"].tensors(shape, setup)
+    assert weights(groups) == measured_w
+    assert quantization_state(groups, double_quant=True) == measured_q
