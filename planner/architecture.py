@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from planner.errors import PlanError
@@ -97,7 +97,6 @@ class ModelShape:
     rotary_dim: int = 0                   # 0 for learned positions
     activation: str = "silu"              # hidden_act / activation_function
     softmax_fp32: bool = True             # eager attention upcasts the softmax to fp32
-    extras: Mapping[str, Any] = field(default_factory=dict)
 
     # ---- parameter counts -------------------------------------------------------------
     @property

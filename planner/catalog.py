@@ -12,7 +12,6 @@ import json
 import os
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,10 @@ from planner.errors import PlanError, unknown_choice
 def data_dir() -> Path:
     """The installed data folder (package ``fitplan_data``), or the checkout's ``data/``."""
     try:
-        return Path(str(resources.files("fitplan_data")))
+        import fitplan_data
     except ModuleNotFoundError:  # running from a checkout that is not installed
         return Path(__file__).resolve().parent.parent / "data"
+    return Path(fitplan_data.__file__).parent
 
 
 def _read_json(path: Path, what: str) -> Any:

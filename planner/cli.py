@@ -11,10 +11,10 @@ from planner import __version__
 from planner.catalog import GPU, gpu_aliases, gpu_catalog, model_aliases, model_names, preset_info, resolve_gpu, resolve_model
 from planner.errors import PlanError, unknown_choice
 from planner.estimate import PHASES, Estimate, estimate
-from planner.fit import fits, gpus_needed
+from planner.fit import gpus_needed, sharded_peak
 from planner.methods import REGISTRY, lora_target_matrices
 from planner.recommend import recommend
-from planner.render import GIB, gib, model_line, phase_table, plan_table, setup_line, to_json
+from planner.render import gib, tabulate, model_line, phase_table, plan_table, setup_line, to_json
 from planner.setup import ATTENTIONS, DEVICES, OPTIMIZERS, PRECISIONS, QUANTS, TrainingSetup
 
 DEFAULTS: dict[str, Any] = {
@@ -54,6 +54,7 @@ def _estimate_row(model, setup: TrainingSetup, gpu: GPU | None) -> tuple[dict[st
         "trainable_percent": round(est.trainable_percent, 4),
         "peak_bytes": est.peak_bytes,
         "peak_phase": est.peak_phase,
+        "gpus": setup.gpus,
         "peak_breakdown": est.peak.to_dict_no_total(),
         "phases": {p: est.phases[p].to_dict() for p in PHASES},
         "saved_bytes": est.saved_file_bytes,
@@ -63,10 +64,14 @@ def _estimate_row(model, setup: TrainingSetup, gpu: GPU | None) -> tuple[dict[st
     }
     if setup.method in ("lora", "qlora"):
         row["lora_rank"] = setup.lora_rank
+    # spread over --gpus with fully sharded states (FSDP full shard / ZeRO-3) when more than one
+    row["peak_bytes_per_gpu"] = sharded_peak(est, setup.gpus)
+    if setup.gpus > 1:
+        row["sharding"] = "fsdp-full-shard"
     if gpu is not None:
-        row["fits"] = fits(est, gpu)
+        row["fits"] = row["peak_bytes_per_gpu"] <= gpu.usable_memory_bytes
         row["gpus_needed"] = gpus_needed(est, gpu)
-        row["sharding"] = "none" if row["gpus_needed"] == 1 else "fsdp-full-shard"
+        row.setdefault("sharding", "none" if row["gpus_needed"] == 1 else "fsdp-full-shard")
     return row, est
 
 
@@ -228,11 +233,8 @@ def models_cmd(as_json: bool) -> None:
     if as_json:
         click.echo(to_json({"models": rows}))
         return
-    from tabulate import tabulate
-
     click.echo(tabulate([[r["name"], r["hf_id"], r["model_type"], f"{r['parameters']:,}", ", ".join(r["aliases"])] for r in rows],
-                        headers=["preset", "hugging face id", "type", "parameters", "aliases"], tablefmt="simple",
-                        disable_numparse=True))
+                        ["preset", "hugging face id", "type", "parameters", "aliases"]))
 
 
 @cli.command("gpus")
@@ -249,13 +251,10 @@ def gpus_cmd(as_json: bool) -> None:
     if as_json:
         click.echo(to_json({"gpus": rows}))
         return
-    from tabulate import tabulate
-
     click.echo(tabulate([[r["name"], r["display_name"], gib(r["memory_bytes"]), gib(r["usable_memory_bytes"]),
                           r["bf16_tflops"] if r["bf16_tflops"] is not None else "-", r["hbm_gbps"],
                           "yes" if r["supports_fp8"] else "no", r["interconnect"]] for r in rows],
-                        headers=["gpu", "name", "GiB", "usable GiB", "bf16 TFLOP/s", "GB/s", "fp8", "interconnect"],
-                        tablefmt="simple", disable_numparse=True))
+                        ["gpu", "name", "GiB", "usable GiB", "bf16 TFLOP/s", "GB/s", "fp8", "interconnect"]))
 
 
 def main(argv: list[str] | None = None) -> int:

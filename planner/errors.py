@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 
@@ -21,6 +20,8 @@ def unknown_choice(
 
     ``also_matching`` are accepted spellings (aliases) searched for close matches but not listed.
     """
+    import difflib
+
     choices = sorted(set(choices))
     close = difflib.get_close_matches(str(given).lower(), sorted(set(choices) | set(also_matching)), n=3, cutoff=0.6)
     hint = f" Did you mean {', '.join(close)}?" if close else ""

@@ -1,17 +1,21 @@
-"""The estimate of one training step: components, phases, the peak and what it needs to fit.
+"""The estimate of one training step: components, phases, the peak.
 
 Phases of the second training step (the first has no optimizer state during forward and
 backward; its optimizer step equals the second's), each a MemoryBreakdown:
 
 - ``forward``: weights, optimizer states, every layer's saved activations, the loss's saved
   tensors and, at ``log_softmax``, the logits with their fp32 copy;
-- ``backward``: the larger of the backward start (the loss's two fp32 gradients beside all
+- ``backward``: the largest of the backward start (the loss's two fp32 gradients beside all
   saved activations), the recomputation of one checkpointed layer (its saved set plus the
   layer's gradient temporaries, about a x T x 2(h + i)), and the end of backward (all
   gradients; with tied embeddings one more embedding-sized gradient being accumulated);
 - ``optimizer``: weights, gradients, states and the step's temporaries.
 
 The peak is the largest phase's total; framework overhead is added on a CUDA device.
+
+Everything that does not depend on sequence length and batch size is computed once per model and
+setup (``template``) and cached, so that searching over batch and sequence costs a few integer
+operations per configuration.
 """
 
 from __future__ import annotations
@@ -19,18 +23,144 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from planner.architecture import ModelShape
-from planner.breakdown import MemoryBreakdown
+from planner.breakdown import CATEGORIES, MemoryBreakdown
 from planner.catalog import ModelEntry
 from planner.dtypes import nbytes
 from planner.memory import activations as act
 from planner.memory import logits as lg
 from planner.memory import optimizer as opt
-from planner.memory import overhead as ovh
 from planner.memory import weights as wt
-from planner.methods import Method, TensorGroup, method as get_method
+from planner.memory.activations import Size
+from planner.memory.overhead import ALLOCATOR_RESERVE_FRACTION, CUDA_CONTEXT_BYTES
+from planner.methods import Method
+from planner.methods import method as get_method
 from planner.setup import TrainingSetup
 
 PHASES = ("forward", "backward", "optimizer")
+_I = {c: i for i, c in enumerate(CATEGORIES)}
+
+
+@dataclass(frozen=True)
+class Template:
+    """The parts of an estimate that do not depend on sequence length or batch size."""
+
+    shape: ModelShape
+    method: Method
+    weights: int
+    quant_state: int
+    gradients: int
+    optimizer_states: int
+    optimizer_temporaries: int
+    tied_extra: int
+    first: Size
+    later: Size
+    checkpoint: Size
+    outside: Size            # outside-the-layers saved set, as a form (see outside_form)
+    outside_seq: int         # bytes per sequence position, independent of batch (rotary tables, position ids)
+    outside_bmask: int       # bytes per batch x seq x kv_seq (eager's mask)
+    a: int                   # activation bytes per element
+    checkpointing: bool
+    cuda: bool
+    virtual_tokens: int
+    prefix_tokens: int
+    total_params: int
+    trainable_params: int
+    saved_file_bytes: int
+
+    def counts(self, seq_len: int, batch_size: int) -> tuple[int, int, int, int]:
+        s = seq_len + self.virtual_tokens
+        kv = s + self.prefix_tokens
+        return batch_size * s, batch_size * self.shape.num_heads * s * kv, s * kv, s
+
+    def phases(self, seq_len: int, batch_size: int) -> dict[str, list[int]]:
+        """Bytes per category (in CATEGORIES order) for each phase."""
+        shape = self.shape
+        T, scores, mask, s = self.counts(seq_len, batch_size)
+        L = shape.num_layers
+        if self.checkpointing:
+            A = L * self.checkpoint.bytes(T, scores, mask)
+        else:
+            A = self.first.bytes(T, scores, mask) + (L - 1) * self.later.bytes(T, scores, mask)
+        A += self.outside.bytes(T, scores, mask) + self.outside_seq * s + self.outside_bmask * batch_size * mask
+        V = shape.vocab_size
+        loss = 4 * T * V + 8 * batch_size * (s + 1)
+        fwd_tr = (self.a + (4 if self.a != 4 else 0)) * T * V
+        bwd_tr = 8 * T * V
+        W, Q, G, S = self.weights, self.quant_state, self.gradients, self.optimizer_states
+        forward = [W, Q, 0, S, A, loss + fwd_tr, 0, 0]
+        backward = [W, Q, 0, S, A, loss + bwd_tr, 0, 0]
+        if self.checkpointing:
+            temps = self.a * T * 2 * (shape.hidden_size + shape.intermediate_size)
+            recompute = [W, Q, G, S, A + self.later.bytes(T, scores, mask), 0, temps, 0]
+            if sum(recompute) > sum(backward):
+                backward = recompute
+        end = [W, Q, G, S, 0, 0, self.tied_extra, 0]
+        if sum(end) > sum(backward):
+            backward = end
+        optimizer = [W, Q, G, S, 0, 0, self.optimizer_temporaries, 0]
+        out = {"forward": forward, "backward": backward, "optimizer": optimizer}
+        if self.cuda:
+            for parts in out.values():
+                parts[7] = CUDA_CONTEXT_BYTES + int(sum(parts) * ALLOCATOR_RESERVE_FRACTION)
+        return out
+
+    def peak(self, seq_len: int, batch_size: int) -> int:
+        """Peak bytes per GPU (the search's fast path; equals ``estimate(...).peak_bytes``)."""
+        return max(sum(p) for p in self.phases(seq_len, batch_size).values())
+
+
+_TEMPLATES: dict[tuple, Template] = {}
+
+
+def _key(shape: ModelShape, st: TrainingSetup) -> tuple:
+    return (
+        shape, st.method, st.precision, st.optimizer, st.checkpointing, st.attention, st.device, st.lora_rank,
+        st.lora_targets, st.lora_dropout, st.adapter_size, st.num_virtual_tokens, st.prefix_projection, st.quant,
+        st.double_quant, st.uses_foreach,
+    )
+
+
+def template(shape: ModelShape, setup: TrainingSetup) -> Template:
+    """The cached sequence- and batch-independent part of the estimate for ``shape`` and ``setup``."""
+    key = _key(shape, setup)
+    found = _TEMPLATES.get(key)
+    if found is not None:
+        return found
+    m = get_method(setup.method)
+    groups = m.tensors(shape, setup)
+    forms = act.activation_forms(shape, setup)
+    outside, outside_seq, outside_bmask = act.outside_form(shape, setup)
+    tied_extra = 0
+    if setup.method == "full" and shape.tie_word_embeddings:
+        tied_extra = nbytes(shape.embedding_params, setup.weight_dtype)
+    t = Template(
+        shape=shape,
+        method=m,
+        weights=wt.weights(groups),
+        quant_state=wt.quantization_state(groups, setup.double_quant),
+        gradients=opt.gradients(groups),
+        optimizer_states=opt.optimizer_states(groups, setup),
+        optimizer_temporaries=opt.optimizer_temporaries(groups, setup),
+        tied_extra=tied_extra,
+        first=forms.first,
+        later=forms.later,
+        checkpoint=forms.checkpoint,
+        outside=outside,
+        outside_seq=outside_seq,
+        outside_bmask=outside_bmask,
+        a=4 if setup.compute_dtype == "fp32" else 2,
+        checkpointing=setup.checkpointing,
+        cuda=setup.device == "cuda",
+        virtual_tokens=setup.virtual_tokens,
+        prefix_tokens=setup.num_virtual_tokens if setup.method == "prefix" else 0,
+        total_params=wt.total_params([g for g in groups if not g.added]),
+        trainable_params=wt.trainable_params(groups),
+        saved_file_bytes=wt.saved_file_bytes(groups, full=setup.method == "full"),
+    )
+    if len(_TEMPLATES) > 4096:
+        _TEMPLATES.clear()
+    _TEMPLATES[key] = t
+    return t
 
 
 @dataclass(frozen=True)
@@ -58,69 +188,21 @@ class Estimate:
         return 100.0 * self.trainable_params / self.total_params if self.total_params else 0.0
 
 
-def _groups(shape: ModelShape, setup: TrainingSetup) -> list[TensorGroup]:
-    return get_method(setup.method).tensors(shape, setup)
-
-
-def _with_overhead(b: MemoryBreakdown, setup: TrainingSetup) -> MemoryBreakdown:
-    return MemoryBreakdown(**{**b.to_dict_no_total(), "overhead": ovh.framework_overhead(b.tensors, setup)})
-
-
 def estimate(model: ModelEntry, setup: TrainingSetup) -> Estimate:
     """Estimate one training configuration of ``model`` (see the module docstring)."""
-    shape = model.shape
-    m = get_method(setup.method)
-    groups = m.tensors(shape, setup)
-    W = wt.weights(groups)
-    Q = wt.quantization_state(groups, setup.double_quant)
-    G = opt.gradients(groups)
-    S = opt.optimizer_states(groups, setup)
-    A = act.activations(shape, setup)
-    outside = act.outside_saved(shape, setup)
-    loss = lg.loss_saved(shape, setup)
-    a = 4 if setup.compute_dtype == "fp32" else 2
-    T = setup.batch_size * (setup.seq_len + setup.virtual_tokens)
-
-    forward = MemoryBreakdown(
-        weights=W, quantization_state=Q, optimizer_states=S,
-        activations=A + outside, logits_loss=loss + lg.logits_forward_transient(shape, setup),
-    )
-    backward_start = MemoryBreakdown(
-        weights=W, quantization_state=Q, optimizer_states=S,
-        activations=A + outside, logits_loss=loss + lg.logits_backward_transient(shape, setup),
-    )
-    candidates = [backward_start]
-    if setup.checkpointing:
-        layer_temps = a * T * 2 * (shape.hidden_size + shape.intermediate_size)
-        candidates.append(
-            MemoryBreakdown(
-                weights=W, quantization_state=Q, optimizer_states=S, gradients=G,
-                activations=A + outside + act.recompute_bytes(shape, setup), temporaries=layer_temps,
-            )
-        )
-    tied_extra = 0
-    if setup.method == "full" and shape.tie_word_embeddings:
-        tied_extra = nbytes(shape.embedding_params, setup.weight_dtype)
-    candidates.append(
-        MemoryBreakdown(weights=W, quantization_state=Q, optimizer_states=S, gradients=G, temporaries=tied_extra)
-    )
-    backward = max(candidates, key=lambda b: b.total)
-    optimizer = MemoryBreakdown(
-        weights=W, quantization_state=Q, gradients=G, optimizer_states=S,
-        temporaries=opt.optimizer_temporaries(groups, setup),
-    )
-    phases = {
-        name: _with_overhead(b, setup) for name, b in zip(PHASES, (forward, backward, optimizer))
-    }
+    t = template(model.shape, setup)
+    raw = t.phases(setup.seq_len, setup.batch_size)
+    phases = {name: MemoryBreakdown(*raw[name]) for name in PHASES}
     peak_phase = max(PHASES, key=lambda p: phases[p].total)
+    T, scores, mask, _ = t.counts(setup.seq_len, setup.batch_size)
     return Estimate(
         model=model,
         setup=setup,
-        method=m,
-        total_params=wt.total_params([g for g in groups if not g.added]),
-        trainable_params=wt.trainable_params(groups),
+        method=t.method,
+        total_params=t.total_params,
+        trainable_params=t.trainable_params,
         phases=phases,
         peak_phase=peak_phase,
-        saved_file_bytes=wt.saved_file_bytes(groups, full=setup.method == "full"),
-        layer_activation_bytes=act.layer_bytes(shape, setup),
+        saved_file_bytes=t.saved_file_bytes,
+        layer_activation_bytes=(t.first.bytes(T, scores, mask), t.later.bytes(T, scores, mask)),
     )

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tabulate import tabulate
-
 from planner.breakdown import CATEGORIES
 from planner.catalog import GPU, ModelEntry
 from planner.estimate import PHASES, Estimate
@@ -25,6 +23,19 @@ LABELS = {
     "temporaries": "temporaries",
     "overhead": "overhead",
 }
+
+
+def tabulate(rows: list[list[Any]], headers: list[str]) -> str:
+    """A plain text table: left-aligned columns, a dashed rule under the headers.
+
+    (Written here rather than imported: tabulate 0.10 pulls in importlib.metadata, a quarter of the
+    planner's cold-start budget.)
+    """
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
 
 
 def gib(n: int) -> str:
@@ -49,10 +60,14 @@ def model_line(model: ModelEntry) -> str:
 
 def setup_line(est: Estimate) -> str:
     st = est.setup
-    ckpt = "on" if st.checkpointing else "off"
+    if st.grad_ckpt is None:
+        ckpt = "off (on for qlora, as peft's prepare_model_for_kbit_training does)"
+    else:
+        ckpt = "on" if st.grad_ckpt else "off"
+    gpus = f", {st.gpus} GPUs with fully sharded states" if st.gpus > 1 else ""
     return (
         f"Setup: seq {st.seq_len}, batch {st.batch_size}, {st.precision}, {st.optimizer}, attention {st.attention} "
-        f"({st.device}), gradient checkpointing {ckpt} (qlora: on)"
+        f"({st.device}), gradient checkpointing {ckpt}{gpus}"
     )
 
 
@@ -71,13 +86,13 @@ def plan_table(rows: list[dict[str, Any]], gpu: GPU | None) -> str:
             f"{count(r['trainable_parameters'])} ({r['trainable_percent']:.2f}%)",
             gib(b["weights"]), gib(b["quantization_state"]), gib(b["gradients"]), gib(b["optimizer_states"]),
             gib(b["activations"]), gib(b["logits_loss"]), gib(b["temporaries"]), gib(b["overhead"]),
-            gib(r["peak_bytes"]), gib(r["saved_bytes"]),
+            gib(r["peak_bytes_per_gpu"]), gib(r["saved_bytes"]),
         ]
         if gpu is not None:
             n = r["gpus_needed"]
             line.append("yes" if r["fits"] else (f"needs {n}" if n else "no"))
         table.append(line)
-    return tabulate(table, headers=headers, tablefmt="simple", disable_numparse=True)
+    return tabulate(table, headers)
 
 
 def phase_table(est: Estimate) -> str:
@@ -86,7 +101,7 @@ def phase_table(est: Estimate) -> str:
         rows.append([LABELS[c], *(gib(getattr(est.phases[p], c)) for p in PHASES)])
     rows.append(["total", *(gib(est.phases[p].total) for p in PHASES)])
     headers = ["GiB", *(p + (" (peak)" if p == est.peak_phase else "") for p in PHASES)]
-    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+    return tabulate(rows, headers)
 
 
 def to_json(payload: dict[str, Any]) -> str:

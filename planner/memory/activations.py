@@ -396,32 +396,32 @@ def recompute_bytes(shape: ModelShape, setup: TrainingSetup) -> int:
     return activation_forms(shape, setup).later.bytes(*_counts(shape, setup))
 
 
-def outside_saved(shape: ModelShape, setup: TrainingSetup) -> int:
+
+def outside_form(shape: ModelShape, setup: TrainingSetup) -> tuple[Size, int, int]:
     """Bytes saved outside the decoder layers, the loss excepted (planner.memory.logits has it).
 
-    The final norm's saved set; the output head's input when the head trains; the token ids an
+    Returns (a form in tokens, bytes per sequence position, bytes per batch x seq x kv_seq):
+    the final norm's saved set; the output head's input when the head trains; the token ids an
     embedding's backward keeps when it trains (int64); the rotary cos/sin tables shared by every
-    layer (2 x seq x rotary_dim in the model dtype); eager attention's additive mask
-    (batch x seq x kv_seq); gpt2's embedding dropout mask.
+    layer (2 x seq x rotary_dim in the model dtype) and learned position ids; eager attention's
+    additive mask; gpt2's embedding dropout mask.
     """
     method = setup.method
     trainable_base = method == "full"
     t = _Trace(shape, setup, trainable_base, set(), False)
-    tokens, scores, mask = _counts(shape, setup)
     x = t.tok(shape.hidden_size, t.a, True)
     y = t.norm(x, shape.hidden_size)
     if trainable_base:
-        t.save(y)                                        # lm_head's weight trains
-    total = t.total().bytes(tokens, scores, mask)
-    s = setup.seq_len + setup.virtual_tokens
+        t.save(y)                                         # lm_head's weight trains
+    form = t.total()
+    per_seq = 0
     if trainable_base:
-        total += 8 * tokens                               # embedding backward keeps input_ids
+        form = form + Size(token=8)                       # embedding backward keeps input_ids
         if shape.position_embeddings:
-            total += 8 * s
+            per_seq += 8
     if shape.rotary_dim:
-        total += 2 * s * shape.rotary_dim * t.w
-    if setup.attention == "eager":
-        total += t.a * setup.batch_size * mask
+        per_seq += 2 * shape.rotary_dim * t.w
+    bmask = t.a if setup.attention == "eager" else 0
     if shape.dropout > 0 and (trainable_base or method in ("prompt", "ptuning")):
-        total += tokens * shape.hidden_size * (1 if setup.device == "cuda" else t.a)
-    return total
+        form = form + Size(token=shape.hidden_size * (1 if setup.device == "cuda" else t.a))
+    return form, per_seq, bmask
