@@ -192,6 +192,9 @@ def cli(ctx: click.Context, model_name, gpu_name, method_name, lora_rank, lora_t
     if method_name is None:
         click.echo("Peak memory per GPU, GiB (2**30 bytes), by component at each method's peak phase:")
         click.echo(plan_table(rows, gpu))
+        if base.gpus > 1:
+            click.echo(f"(components are one unsharded replica's; peak/GPU shards weights, gradients and "
+                       f"optimizer states over {base.gpus} GPUs)")
     else:
         est = ests[methods[0]]
         row = rows[0]

@@ -60,7 +60,9 @@ def model_line(model: ModelEntry) -> str:
 
 def setup_line(est: Estimate) -> str:
     st = est.setup
-    if st.grad_ckpt is None:
+    if st.grad_ckpt is None and st.method == "qlora":
+        ckpt = "on (peft's prepare_model_for_kbit_training enables it)"
+    elif st.grad_ckpt is None:
         ckpt = "off (on for qlora, as peft's prepare_model_for_kbit_training does)"
     else:
         ckpt = "on" if st.grad_ckpt else "off"
