@@ -57,7 +57,6 @@ class Template:
     checkpoint: Size
     outside: Size            # outside-the-layers saved set, as a form (see outside_form)
     outside_seq: int         # bytes per sequence position, independent of batch (rotary tables, position ids)
-    outside_bmask: int       # bytes per batch x seq x kv_seq (eager's mask)
     a: int                   # activation bytes per element
     checkpointing: bool
     cuda: bool
@@ -67,21 +66,25 @@ class Template:
     trainable_params: int
     saved_file_bytes: int
 
-    def counts(self, seq_len: int, batch_size: int) -> tuple[int, int, int, int]:
+    def counts(self, seq_len: int, batch_size: int) -> tuple[tuple[int, int, int, int, int], int]:
+        """The form's variables (tokens, scores, mask, batch mask, batch) and the sequence length."""
         s = seq_len + self.virtual_tokens
         kv = s + self.prefix_tokens
-        return batch_size * s, batch_size * self.shape.num_heads * s * kv, s * kv, s
+        b = batch_size
+        return (b * s, b * self.shape.num_heads * s * kv, s * kv, b * s * kv, b), s
 
     def phases(self, seq_len: int, batch_size: int) -> dict[str, list[int]]:
         """Bytes per category (in CATEGORIES order) for each phase."""
         shape = self.shape
-        T, scores, mask, s = self.counts(seq_len, batch_size)
+        c, s = self.counts(seq_len, batch_size)
+        T = c[0]
         L = shape.num_layers
+        later = self.later.bytes(*c)
         if self.checkpointing:
-            A = L * self.checkpoint.bytes(T, scores, mask)
+            A = L * self.checkpoint.bytes(*c)
         else:
-            A = self.first.bytes(T, scores, mask) + (L - 1) * self.later.bytes(T, scores, mask)
-        A += self.outside.bytes(T, scores, mask) + self.outside_seq * s + self.outside_bmask * batch_size * mask
+            A = self.first.bytes(*c) + (L - 1) * later
+        A += self.outside.bytes(*c) + self.outside_seq * s
         V = shape.vocab_size
         loss = 4 * T * V + 8 * batch_size * (s + 1)
         fwd_tr = (self.a + (4 if self.a != 4 else 0)) * T * V
@@ -91,7 +94,7 @@ class Template:
         backward = [W, Q, 0, S, A, loss + bwd_tr, 0, 0]
         if self.checkpointing:
             temps = self.a * T * 2 * (shape.hidden_size + shape.intermediate_size)
-            recompute = [W, Q, G, S, A + self.later.bytes(T, scores, mask), 0, temps, 0]
+            recompute = [W, Q, G, S, A + later, 0, temps, 0]
             if sum(recompute) > sum(backward):
                 backward = recompute
         end = [W, Q, G, S, 0, 0, self.tied_extra, 0]
@@ -129,7 +132,7 @@ def template(shape: ModelShape, setup: TrainingSetup) -> Template:
     m = get_method(setup.method)
     groups = m.tensors(shape, setup)
     forms = act.activation_forms(shape, setup)
-    outside, outside_seq, outside_bmask = act.outside_form(shape, setup)
+    outside, outside_seq = act.outside_form(shape, setup)
     tied_extra = 0
     if setup.method == "full" and shape.tie_word_embeddings:
         tied_extra = nbytes(shape.embedding_params, setup.weight_dtype)
@@ -147,7 +150,6 @@ def template(shape: ModelShape, setup: TrainingSetup) -> Template:
         checkpoint=forms.checkpoint,
         outside=outside,
         outside_seq=outside_seq,
-        outside_bmask=outside_bmask,
         a=4 if setup.compute_dtype == "fp32" else 2,
         checkpointing=setup.checkpointing,
         cuda=setup.device == "cuda",
@@ -194,7 +196,7 @@ def estimate(model: ModelEntry, setup: TrainingSetup) -> Estimate:
     raw = t.phases(setup.seq_len, setup.batch_size)
     phases = {name: MemoryBreakdown(*raw[name]) for name in PHASES}
     peak_phase = max(PHASES, key=lambda p: phases[p].total)
-    T, scores, mask, _ = t.counts(setup.seq_len, setup.batch_size)
+    c, _ = t.counts(setup.seq_len, setup.batch_size)
     return Estimate(
         model=model,
         setup=setup,
@@ -204,5 +206,5 @@ def estimate(model: ModelEntry, setup: TrainingSetup) -> Estimate:
         phases=phases,
         peak_phase=peak_phase,
         saved_file_bytes=t.saved_file_bytes,
-        layer_activation_bytes=(t.first.bytes(T, scores, mask), t.later.bytes(T, scores, mask)),
+        layer_activation_bytes=(t.first.bytes(*c), t.later.bytes(*c)),
     )

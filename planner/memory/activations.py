@@ -52,21 +52,26 @@ from planner.setup import TrainingSetup
 
 @dataclass(frozen=True)
 class Size:
-    """Bytes as a linear form: per token, per attention score, per mask element, and constant."""
+    """Bytes as a linear form: per token, per attention score, per mask element, and constant."""  # noqa: D401
 
     token: int = 0
     score: int = 0
     mask: int = 0
     const: int = 0
+    bmask: int = 0   # per batch x seq x kv_seq (a materialised attention mask)
+    batch: int = 0   # per sequence of the batch (prefix keys and values)
 
     def __add__(self, other: Size) -> Size:
-        return Size(self.token + other.token, self.score + other.score, self.mask + other.mask, self.const + other.const)
+        return Size(
+            self.token + other.token, self.score + other.score, self.mask + other.mask, self.const + other.const,
+            self.bmask + other.bmask, self.batch + other.batch,
+        )
 
-    def scale(self, k: int) -> Size:
-        return Size(self.token * k, self.score * k, self.mask * k, self.const * k)
-
-    def bytes(self, tokens: int, scores: int, mask: int) -> int:
-        return self.token * tokens + self.score * scores + self.mask * mask + self.const
+    def bytes(self, tokens: int, scores: int, mask: int, bmask: int = 0, batch: int = 0) -> int:
+        return (
+            self.token * tokens + self.score * scores + self.mask * mask + self.const
+            + self.bmask * bmask + self.batch * batch
+        )
 
 
 class _Tensor:
@@ -201,6 +206,16 @@ class _Trace:
         kernel = self.setup.attention
         dropout = s.dropout > 0
         out = self.tok(nh * d, self.a, rg)
+        prefix = self.setup.num_virtual_tokens if self.setup.method == "prefix" else 0
+        if prefix and kernel == "sdpa":
+            # peft's prefix keys/values arrive as a cache: transformers materialises the mask
+            # (batch x seq x kv_seq), so SDPA runs without GQA on keys and values repeated to every
+            # head over seq + prefix, and saves the mask too (measured, torch 2.13 / transformers 5.23)
+            kv_rep = Size(token=self.a * nh * d, batch=self.a * nh * d * prefix)
+            if rg:
+                self.save(q, out, self.tok(nh, 4, False))
+                self.save_size(kv_rep + kv_rep + Size(bmask=self.a))
+            return out
         if kernel in ("sdpa", "flash") and not (dropout and kernel == "sdpa" and self.setup.device == "cpu"):
             if rg:
                 self.save(q, k, v, out, self.tok(nh, 4, False))   # logsumexp, fp32 per head and token
@@ -361,12 +376,12 @@ def activation_forms(shape: ModelShape, setup: TrainingSetup) -> LayerActivation
     return _trace_layers(shape, setup)
 
 
-def _counts(shape: ModelShape, setup: TrainingSetup) -> tuple[int, int, int]:
-    """(tokens, attention scores, mask elements) of one step."""
+def _counts(shape: ModelShape, setup: TrainingSetup) -> tuple[int, int, int, int, int]:
+    """(tokens, attention scores, mask elements, batch mask elements, batch) of one step."""
     s = setup.seq_len + setup.virtual_tokens
     kv = s + (setup.num_virtual_tokens if setup.method == "prefix" else 0)
     b = setup.batch_size
-    return b * s, b * shape.num_heads * s * kv, s * kv
+    return b * s, b * shape.num_heads * s * kv, s * kv, b * s * kv, b
 
 
 def layer_bytes(shape: ModelShape, setup: TrainingSetup) -> tuple[int, int]:
@@ -397,10 +412,10 @@ def recompute_bytes(shape: ModelShape, setup: TrainingSetup) -> int:
 
 
 
-def outside_form(shape: ModelShape, setup: TrainingSetup) -> tuple[Size, int, int]:
+def outside_form(shape: ModelShape, setup: TrainingSetup) -> tuple[Size, int]:
     """Bytes saved outside the decoder layers, the loss excepted (planner.memory.logits has it).
 
-    Returns (a form in tokens, bytes per sequence position, bytes per batch x seq x kv_seq):
+    Returns (a form, bytes per sequence position independent of the batch):
     the final norm's saved set; the output head's input when the head trains; the token ids an
     embedding's backward keeps when it trains (int64); the rotary cos/sin tables shared by every
     layer (2 x seq x rotary_dim in the model dtype) and learned position ids; eager attention's
@@ -421,7 +436,8 @@ def outside_form(shape: ModelShape, setup: TrainingSetup) -> tuple[Size, int, in
             per_seq += 8
     if shape.rotary_dim:
         per_seq += 2 * shape.rotary_dim * t.w
-    bmask = t.a if setup.attention == "eager" else 0
+    if setup.attention == "eager":
+        form = form + Size(bmask=t.a)                     # the additive mask, shared by every layer
     if shape.dropout > 0 and (trainable_base or method in ("prompt", "ptuning")):
         form = form + Size(token=shape.hidden_size * (1 if setup.device == "cuda" else t.a))
-    return form, per_seq, bmask
+    return form, per_seq

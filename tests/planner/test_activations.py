@@ -72,3 +72,14 @@ def test_checkpointed_layer_keeps_its_input(layout, method):
     setup = _setup("bfloat16", attn, method, None, 256, 2, ckpt=True)
     expected = activation_forms(shape, setup).checkpoint.bytes(*_counts(shape, setup))
     assert report.per_layer[1] == expected
+
+
+@pytest.mark.parametrize("method", ["prefix", "prompt"])
+@pytest.mark.parametrize("seq, batch", [(256, 1), (256, 2)])
+def test_virtual_tokens_lengthen_what_layers_save(method, seq, batch):
+    cfg = CONFIGS["llama"]
+    report = st.measure_saved_bytes(cfg, method=method, num_virtual_tokens=20, seq_len=seq, batch_size=batch, num_layers=3)
+    shape = shape_from_config({**cfg, "num_hidden_layers": 3}, "llama")
+    setup = TrainingSetup(method=method, num_virtual_tokens=20, seq_len=seq, batch_size=batch, device="cpu")
+    later = activation_forms(shape, setup).later.bytes(*_counts(shape, setup))
+    assert abs(later - report.per_layer[1]) <= 0.02 * report.per_layer[1]
