@@ -58,6 +58,7 @@ class Template:
     outside: Size            # outside-the-layers saved set, as a form (see outside_form)
     outside_seq: int         # bytes per sequence position, independent of batch (rotary tables, position ids)
     a: int                   # activation bytes per element
+    logit_bytes: int         # bytes per element of the logits lm_head returns
     checkpointing: bool
     cuda: bool
     virtual_tokens: int
@@ -87,7 +88,9 @@ class Template:
         A += self.outside.bytes(*c) + self.outside_seq * s
         V = shape.vocab_size
         loss = 4 * T * V + 8 * batch_size * (s + 1)
-        fwd_tr = (self.a + (4 if self.a != 4 else 0)) * T * V
+        # logits in the compute dtype and their fp32 copy; QLoRA's fp32 head makes fp32 logits and
+        # .float() is then a no-op
+        fwd_tr = (self.logit_bytes + (4 if self.logit_bytes != 4 else 0)) * T * V
         bwd_tr = 8 * T * V
         W, Q, G, S = self.weights, self.quant_state, self.gradients, self.optimizer_states
         forward = [W, Q, 0, S, A, loss + fwd_tr, 0, 0]
@@ -150,7 +153,8 @@ def template(shape: ModelShape, setup: TrainingSetup) -> Template:
         checkpoint=forms.checkpoint,
         outside=outside,
         outside_seq=outside_seq,
-        a=4 if setup.compute_dtype == "fp32" else 2,
+        a=act.activation_bytes(setup),
+        logit_bytes=act.activation_bytes(setup),
         checkpointing=setup.checkpointing,
         cuda=setup.device == "cuda",
         virtual_tokens=setup.virtual_tokens,

@@ -43,6 +43,7 @@ from planner.architecture import (
     MLP_GATE,
     MLP_GATE_UP,
     MLP_UP,
+    ROUTER,
     Matrix,
     ModelShape,
 )
@@ -74,6 +75,17 @@ class Size:
         )
 
 
+def activation_bytes(setup: TrainingSetup) -> int:
+    """Bytes per element of the activations a layer computes.
+
+    QLoRA: peft's ``prepare_model_for_kbit_training`` upcasts the embedding, norms and head to fp32,
+    and bitsandbytes' ``Linear4bit`` returns its output in its input's dtype, so the whole forward
+    pass runs on fp32 tensors (measured on CPU, transformers 5.23, peft 0.21, bitsandbytes 0.50:
+    every saved tensor and the logits are fp32).
+    """
+    return 4 if (setup.compute_dtype == "fp32" or setup.method == "qlora") else 2
+
+
 class _Tensor:
     __slots__ = ("size", "rg")
 
@@ -88,7 +100,10 @@ class _Trace:
     def __init__(self, shape: ModelShape, setup: TrainingSetup, trainable_base: bool, lora: set[int], adapters: bool):
         self.shape = shape
         self.setup = setup
-        self.a = 4 if setup.compute_dtype == "fp32" else 2           # activation bytes per element
+        self.a = activation_bytes(setup)                             # activation bytes per element
+        # The residual stream's dtype: the embedding's. Mixed precision keeps the embedding (and
+        # norms) in fp32, so hidden states stay fp32 between the bf16 outputs of the matrix products.
+        self.r = 4 if setup.mixed else self.a
         self.w = 4 if setup.weight_dtype == "fp32" else 2            # parameter bytes per element
         self.trainable_base = trainable_base
         self.lora = lora          # ids of the Matrix objects LoRA wraps
@@ -135,7 +150,11 @@ class _Trace:
 
     # -- layers
     def rms_norm(self, x: _Tensor, size: int, gemma: bool = False) -> _Tensor:
-        """transformers' RMSNorm: fp32 upcast, pow, mean, rsqrt, mul, cast back, times weight."""
+        """transformers' RMSNorm: fp32 upcast, pow, mean, rsqrt, mul, cast back, times weight.
+
+        The output takes the input's dtype (fp32 on an fp32 residual stream).
+        """
+        out_b = self.a_of(x, size)
         w_rg = self.trainable_base
         x32 = self.cast(x, 4, size)
         r = self.tok(1, 4, x.rg)
@@ -149,20 +168,20 @@ class _Trace:
                 self.save_size(Size(const=4 * size))
             if w_rg:
                 self.save(n32)
-            return self.cast(self.tok(size, 4, x.rg or w_rg), self.a, size)
-        n = self.cast(n32, self.a, size)
+            return self.cast(self.tok(size, 4, x.rg or w_rg), out_b, size)
+        n = self.cast(n32, out_b, size)
         if w_rg:
             self.save(n)                           # weight * n saves n for the weight's gradient
-        return self.tok(size, self.a, x.rg or w_rg)
+        return self.tok(size, out_b, x.rg or w_rg)
 
     def layer_norm(self, x: _Tensor, size: int) -> _Tensor:
         w_rg = self.trainable_base
         if x.rg or w_rg:
             # native_layer_norm saves input, mean and rstd; the CPU kernel keeps mean and rstd in
             # the input's dtype, CUDA's in fp32
-            stat = 4 if self.setup.device == "cuda" else self.a
+            stat = 4 if self.setup.device == "cuda" else self.a_of(x, size)
             self.save(x, self.tok(2, stat, False))
-        return self.tok(size, self.a, x.rg or w_rg)
+        return self.tok(size, self.a_of(x, size), x.rg or w_rg)
 
     def norm(self, x: _Tensor, size: int) -> _Tensor:
         if self.shape.norm_kind == "layer":
@@ -172,14 +191,18 @@ class _Trace:
     def linear(self, x: _Tensor, m: Matrix) -> _Tensor:
         """``y = x W^T (+ b)`` plus, where LoRA wraps the module, ``B(A(dropout(x.float())))``."""
         w_rg = self.trainable_base
+        # under autocast each matrix product takes its own compute-dtype copy of an fp32 input
+        xin = self.tok(m.in_features, self.a, x.rg) if (self.setup.mixed and self.a_of(x, m.in_features) != self.a) else x
         if w_rg:
-            self.save(x)
+            self.save(xin)
         out_rg = x.rg or w_rg
         if id(m) in self.lora:
             xc = self.cast(x, 4, m.in_features)               # peft casts the input to the adapter dtype
             xc = self.dropout(xc, m.in_features, self.setup.lora_dropout)
+            if self.setup.mixed:
+                xc = self.tok(m.in_features, self.a, True)    # autocast runs lora_A in the compute dtype
             self.save(xc)                                     # lora_A's weight trains
-            u = self.tok(self.setup.lora_rank, 4, True)
+            u = self.tok(self.setup.lora_rank, self.a if self.setup.mixed else 4, True)
             self.save(u)                                      # lora_B's weight trains
             out_rg = True
         if self.setup.mixed and x.rg:
@@ -255,9 +278,45 @@ class _Trace:
             return x
         return self.tok(width, self.a, x.rg)       # q * cos + rotate_half(q) * sin: a new tensor
 
+    def moe(self, x: _Tensor, by_role: dict[str, Matrix]) -> _Tensor:
+        """A mixture of experts (Mixtral in transformers 5), by the same rules as a dense gated MLP.
+
+        The router is a linear layer whose logits go through an fp32 softmax (saved, 4 x experts
+        per token); each token's hidden state is gathered once per chosen expert (a new tensor,
+        k x hidden per token), runs the expert's fused gate/up projection, activation and down
+        projection, and is weighted by its routing weight (the product saves both operands).
+        Not yet checked against a measurement: the expert dispatch of transformers 5 may keep
+        other intermediates.
+        """
+        s = self.shape
+        h, i, k = s.hidden_size, s.intermediate_size, s.experts_per_token
+        logits = self.linear(x, by_role[ROUTER])
+        if logits.rg:
+            self.save(self.tok(s.num_experts, 4, True))   # softmax in fp32 saves its output
+        w_rg = self.trainable_base
+        rg = x.rg or w_rg
+        gathered = self.tok(k * h, self.a, x.rg)
+        if w_rg:
+            self.save(gathered)                            # gate_up's weight trains
+        gu = self.tok(k * 2 * i, self.a, rg)
+        if rg:
+            self.save(gu)                                  # activation input and up half: one storage
+        act = self.tok(k * i, self.a, rg)
+        if rg:
+            self.save(act)
+        prod = self.tok(k * i, self.a, rg)
+        if w_rg:
+            self.save(prod)                                # down's weight trains
+        down = self.tok(k * h, self.a, rg)
+        if rg or logits.rg:
+            self.save(down, self.tok(k, self.a, logits.rg))  # times the routing weight
+        return self.tok(h, self.a, rg or logits.rg)
+
     def mlp(self, x: _Tensor, by_role: dict[str, Matrix]) -> _Tensor:
         s = self.shape
         i = s.intermediate_size
+        if ROUTER in by_role:
+            return self.moe(x, by_role)
         if MLP_GATE_UP in by_role:              # phi3: one projection, chunked (views share storage)
             gu = self.linear(x, by_role[MLP_GATE_UP])
             gate = up = gu
@@ -318,10 +377,10 @@ class _Trace:
             m = self.dropout(m, s.hidden_size, s.dropout)
             if self.adapters:
                 m = self.adapter(m)
-            return self.tok(s.hidden_size, self.a, x.rg or o.rg or m.rg)
+            return self.tok(s.hidden_size, self.r, x.rg or o.rg or m.rg)
         if s.model_type == "gemma2":
             o = self.norm(o, s.hidden_size)      # post_attention_layernorm on the branch
-        h = self.tok(s.hidden_size, self.a, x.rg or o.rg)
+        h = self.tok(s.hidden_size, self.r, x.rg or o.rg)
         n2 = self.norm(h, s.hidden_size)
         m = self.mlp(n2, by_role)
         if s.model_type == "gemma2":
@@ -329,7 +388,7 @@ class _Trace:
         m = self.dropout(m, s.hidden_size, s.dropout)
         if self.adapters:
             m = self.adapter(m)
-        return self.tok(s.hidden_size, self.a, h.rg or m.rg)
+        return self.tok(s.hidden_size, self.r, h.rg or m.rg)
 
     def total(self) -> Size:
         out = Size()
@@ -358,7 +417,7 @@ def _trace_layers(shape: ModelShape, setup: TrainingSetup) -> LayerActivations:
 
     def run(rg: bool) -> Size:
         t = _Trace(shape, setup, trainable_base, lora, adapters)
-        x = t.tok(shape.hidden_size, t.a, rg)
+        x = t.tok(shape.hidden_size, t.r, rg)
         if method == "prefix":
             # past key/values of the virtual tokens require grad: every layer's attention saves
             # (the prefix lengthens keys and values, counted through kv_seq in the scores)
@@ -366,10 +425,10 @@ def _trace_layers(shape: ModelShape, setup: TrainingSetup) -> LayerActivations:
         t.layer(x)
         return t.total()
 
-    a = 4 if setup.compute_dtype == "fp32" else 2
+    r = _Trace(shape, setup, False, set(), False).r
     first = run(input_rg or method == "prefix")
     later = run(True)
-    return LayerActivations(first=first, later=later, checkpoint=Size(token=shape.hidden_size * a))
+    return LayerActivations(first=first, later=later, checkpoint=Size(token=shape.hidden_size * r))
 
 
 def activation_forms(shape: ModelShape, setup: TrainingSetup) -> LayerActivations:
@@ -424,7 +483,7 @@ def outside_form(shape: ModelShape, setup: TrainingSetup) -> tuple[Size, int]:
     method = setup.method
     trainable_base = method == "full"
     t = _Trace(shape, setup, trainable_base, set(), False)
-    x = t.tok(shape.hidden_size, t.a, True)
+    x = t.tok(shape.hidden_size, t.r, True)
     y = t.norm(x, shape.hidden_size)
     if trainable_base:
         t.save(y)                                         # lm_head's weight trains

@@ -83,3 +83,55 @@ def test_virtual_tokens_lengthen_what_layers_save(method, seq, batch):
     setup = TrainingSetup(method=method, num_virtual_tokens=20, seq_len=seq, batch_size=batch, device="cpu")
     later = activation_forms(shape, setup).later.bytes(*_counts(shape, setup))
     assert abs(later - report.per_layer[1]) <= 0.02 * report.per_layer[1]
+
+
+def test_qlora_runs_activations_in_fp32():
+    """prepare_model_for_kbit_training upcasts embedding, norms and head; Linear4bit returns its input's dtype.
+
+    A real QLoRA model on the CPU (bitsandbytes 0.50): what layer 1 saves, counted per storage.
+    """
+    import collections
+    import tempfile
+
+    import torch
+    import transformers
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    raw = dict(model_type="llama", hidden_size=256, intermediate_size=512, num_hidden_layers=3,
+               num_attention_heads=4, num_key_value_heads=2, vocab_size=1000)
+    cfg = dict(raw)
+    config = transformers.AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    with tempfile.TemporaryDirectory() as d:
+        model.save_pretrained(d)
+        q = transformers.AutoModelForCausalLM.from_pretrained(
+            d, dtype=torch.bfloat16, attn_implementation="sdpa",
+            quantization_config=transformers.BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16))
+    q = prepare_model_for_kbit_training(q, use_gradient_checkpointing=False)
+    q = get_peft_model(q, LoraConfig(r=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    q.train()
+    current = ["?"]
+    for name, module in q.named_modules():
+        module.register_forward_pre_hook(lambda m, a, name=name: current.__setitem__(0, name))
+    seen = {p.untyped_storage().data_ptr() for p in q.parameters()}
+    by_layer = collections.defaultdict(dict)
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in seen:  # a storage counts where it is first saved (rotary tables: layer 0)
+            seen.add(ptr)
+            if ".layers.1." in current[0]:
+                by_layer[1][ptr] = t.untyped_storage().nbytes()
+        return t
+
+    ids = torch.randint(0, 1000, (2, 64))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = q(input_ids=ids, labels=ids)
+    assert out.logits.dtype == torch.float32
+    measured = sum(by_layer[1].values())
+    shape = shape_from_config(raw, "tiny")
+    setup = TrainingSetup(method="qlora", lora_rank=8, seq_len=64, batch_size=2, device="cpu", grad_ckpt=False)
+    estimate = activation_forms(shape, setup).later.bytes(*_counts(shape, setup))
+    assert abs(estimate - measured) <= 0.02 * measured, (estimate, measured)
