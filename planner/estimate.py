@@ -52,6 +52,8 @@ class Template:
     optimizer_states: int
     optimizer_temporaries: int
     tied_extra: int
+    head_gradients: int      # gradients that exist when backward reaches the last layer
+    embedding_gradients: int # the input embedding's gradient, made last (0 when tied or frozen)
     first: Size
     later: Size
     checkpoint: Size
@@ -96,10 +98,15 @@ class Template:
         forward = [W, Q, 0, S, A, loss + fwd_tr, 0, 0]
         backward = [W, Q, 0, S, A, loss + bwd_tr, 0, 0]
         if self.checkpointing:
+            # Recomputing one layer: at the last layer (backward's first) only the head's gradients
+            # exist beside every checkpointed input; at layer 0 nearly all gradients exist beside one
+            # layer's input. Gradients grow as inputs are freed, so the worse end is the peak.
             temps = self.a * T * 2 * (shape.hidden_size + shape.intermediate_size)
-            recompute = [W, Q, G, S, A + later, 0, temps, 0]
-            if sum(recompute) > sum(backward):
-                backward = recompute
+            one = self.checkpoint.bytes(*c)
+            for grads, held in ((self.head_gradients, A), (G - self.embedding_gradients, one)):
+                recompute = [W, Q, grads, S, held + later, 0, temps, 0]
+                if sum(recompute) > sum(backward):
+                    backward = recompute
         end = [W, Q, G, S, 0, 0, self.tied_extra, 0]
         if sum(end) > sum(backward):
             backward = end
@@ -139,6 +146,11 @@ def template(shape: ModelShape, setup: TrainingSetup) -> Template:
     tied_extra = 0
     if setup.method == "full" and shape.tie_word_embeddings:
         tied_extra = nbytes(shape.embedding_params, setup.weight_dtype)
+    L = shape.num_layers
+    trainable = [g for g in groups if g.trainable]
+    layer_grads = sum(g.data_bytes() for g in trainable if g.count >= L and g.count % L == 0)
+    embedding_grads = sum(g.data_bytes() for g in trainable if g.label == "embed_tokens" and not shape.tie_word_embeddings)
+    head_grads = opt.gradients(groups) - layer_grads - embedding_grads
     t = Template(
         shape=shape,
         method=m,
@@ -148,6 +160,8 @@ def template(shape: ModelShape, setup: TrainingSetup) -> Template:
         optimizer_states=opt.optimizer_states(groups, setup),
         optimizer_temporaries=opt.optimizer_temporaries(groups, setup),
         tied_extra=tied_extra,
+        head_gradients=head_grads,
+        embedding_gradients=embedding_grads,
         first=forms.first,
         later=forms.later,
         checkpoint=forms.checkpoint,
