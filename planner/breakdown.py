@@ -32,8 +32,9 @@ class MemoryBreakdown:
     """Bytes live at one moment of a training step, by category. Every field is an int of bytes.
 
     ``activations``: tensors saved for backward by the decoder layers (and embeddings).
-    ``logits_loss``: the logits, their fp32 upcast, the loss's saved tensors and their gradients.
-    ``temporaries``: short-lived buffers of the backward pass and the optimizer step.
+    ``logits_loss``: what the loss saves for backward (the fp32 log_softmax, the labels).
+    ``temporaries``: short-lived tensors: the logits and their gradients, a recomputed layer, the
+    optimizer step's buffers.
     ``overhead``: what the framework holds beyond tensors (CUDA context, allocator reserve).
     """
 

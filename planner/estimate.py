@@ -4,11 +4,12 @@ Phases of the second training step (the first has no optimizer state during forw
 backward; its optimizer step equals the second's), each a MemoryBreakdown:
 
 - ``forward``: weights, optimizer states, every layer's saved activations, the loss's saved
-  tensors and, at ``log_softmax``, the logits with their fp32 copy;
-- ``backward``: the largest of the backward start (the loss's two fp32 gradients beside all
-  saved activations), the recomputation of one checkpointed layer (its saved set plus the
-  layer's gradient temporaries, about a x T x 2(h + i)), and the end of backward (all
-  gradients; with tied embeddings one more embedding-sized gradient being accumulated);
+  tensors and, at ``log_softmax``, the logits with their fp32 copy (temporaries);
+- ``backward``: the largest of the backward start (the loss's two fp32 gradients, temporaries,
+  beside all saved activations), the recomputation of one checkpointed layer (its saved set and
+  the layer's gradient temporaries, about a x T x 2(h + i), both temporaries), and the end of
+  backward (all gradients; with tied embeddings one more embedding-sized gradient being
+  accumulated);
 - ``optimizer``: weights, gradients, states and the step's temporaries.
 
 The peak is the largest phase's total; framework overhead is added on a CUDA device.
@@ -32,7 +33,7 @@ from planner.memory import optimizer as opt
 from planner.memory import weights as wt
 from planner.memory.activations import Size
 from planner.memory.overhead import ALLOCATOR_RESERVE_FRACTION, CUDA_CONTEXT_BYTES
-from planner.methods import Method
+from planner.methods import Method, lora_target_matrices
 from planner.methods import method as get_method
 from planner.setup import TrainingSetup
 
@@ -53,6 +54,11 @@ class Template:
     optimizer_temporaries: int
     tied_extra: int
     head_gradients: int      # gradients that exist when backward reaches the last layer
+    forward_held: Size       # held by the model's output while the loss is computed
+    input_leaf: Size         # the embedding output kept as a separate leaf (checkpointing, prompts)
+    prompt_encoder: int      # P-tuning's encoder activations, alive until the very end of backward
+    mlp_side_gradients: int  # a layer's gradients made before its MLP backward peaks (adapter, LoRA on the MLP)
+    layer_gradients: int     # one decoder layer's gradients
     embedding_gradients: int # the input embedding's gradient, made last (0 when tied or frozen)
     first: Size
     later: Size
@@ -93,18 +99,28 @@ class Template:
         # logits in the compute dtype and their fp32 copy; QLoRA's fp32 head makes fp32 logits and
         # .float() is then a no-op
         fwd_tr = (self.logit_bytes + (4 if self.logit_bytes != 4 else 0)) * T * V
+        # the final hidden states (lm_head's input) and, for prefix tuning, the cache of every
+        # layer's keys and values with the prefix live in the model's output until the loss is read
+        fwd_tr += self.forward_held.bytes(*c)
         bwd_tr = 8 * T * V
         W, Q, G, S = self.weights, self.quant_state, self.gradients, self.optimizer_states
-        forward = [W, Q, 0, S, A, loss + fwd_tr, 0, 0]
-        backward = [W, Q, 0, S, A, loss + bwd_tr, 0, 0]
+        forward = [W, Q, 0, S, A, loss, fwd_tr, 0]
+        backward = [W, Q, 0, S, A, loss, bwd_tr, 0]
         if self.checkpointing:
             # Recomputing one layer: at the last layer (backward's first) only the head's gradients
             # exist beside every checkpointed input; at layer 0 nearly all gradients exist beside one
             # layer's input. Gradients grow as inputs are freed, so the worse end is the peak.
             temps = self.a * T * 2 * (shape.hidden_size + shape.intermediate_size)
+            # held: the checkpointed inputs still needed and the rotary tables (the loss is freed)
             one = self.checkpoint.bytes(*c)
-            for grads, held in ((self.head_gradients, A), (G - self.embedding_gradients, one)):
-                recompute = [W, Q, grads, S, held + later, 0, temps, 0]
+            tables = self.outside_seq * s
+            tables += self.input_leaf.bytes(*c) + self.prompt_encoder
+            ends = (
+                (self.head_gradients, L * one + tables),
+                (self.head_gradients + (L - 1) * self.layer_gradients + self.mlp_side_gradients, one + tables),
+            )
+            for grads, held in ends:
+                recompute = [W, Q, grads, S, held, 0, later + temps, 0]
                 if sum(recompute) > sum(backward):
                     backward = recompute
         end = [W, Q, G, S, 0, 0, self.tied_extra, 0]
@@ -149,8 +165,32 @@ def template(shape: ModelShape, setup: TrainingSetup) -> Template:
     L = shape.num_layers
     trainable = [g for g in groups if g.trainable]
     layer_grads = sum(g.data_bytes() for g in trainable if g.count >= L and g.count % L == 0)
+    # gradients that exist when backward reaches the layers: the head's, the final norm's, and a
+    # tied embedding's (it is the head); embeddings, positions and prompt encoders come last
+    head_labels = ("lm_head.", shape.final_norm.name + ".") + (("embed_tokens",) if shape.tie_word_embeddings else ())
+    head_grads = sum(g.data_bytes() for g in trainable if g.label.startswith(head_labels))
     embedding_grads = sum(g.data_bytes() for g in trainable if g.label == "embed_tokens" and not shape.tie_word_embeddings)
-    head_grads = opt.gradients(groups) - layer_grads - embedding_grads
+    r = 4 if setup.mixed else act.activation_bytes(setup)
+    forward_held = act.Size(token=r * shape.hidden_size)
+    if setup.method == "prefix":
+        kv = shape.kv_width * act.activation_bytes(setup) * 2 * L
+        forward_held = forward_held + act.Size(token=kv, batch=kv * setup.num_virtual_tokens)
+    # with checkpointing transformers makes the embedding's output require grad; where virtual
+    # tokens are concatenated after it, that output is a separate leaf the graph keeps
+    prompt_encoder = 3 * setup.num_virtual_tokens * shape.hidden_size * 4 + 8 * setup.num_virtual_tokens if setup.method == "ptuning" else 0
+    mlp_side = 0
+    if setup.method == "adapter":
+        mlp_side = layer_grads // L // 2                  # the adapter after the MLP
+    elif setup.method in ("lora", "qlora"):
+        mlp_roles = ("gate", "up", "gate_up", "down")
+        mlp_side = sum(
+            4 * setup.lora_rank * (m.in_features + m.out_features)
+            for m in lora_target_matrices(shape, setup.lora_targets) if m.role in mlp_roles
+        )
+    input_leaf = act.Size()
+    if setup.checkpointing and setup.method in ("prompt", "ptuning"):
+        per = r * shape.hidden_size
+        input_leaf = act.Size(token=per, batch=-per * setup.num_virtual_tokens)
     t = Template(
         shape=shape,
         method=m,
@@ -158,9 +198,14 @@ def template(shape: ModelShape, setup: TrainingSetup) -> Template:
         quant_state=wt.quantization_state(groups, setup.double_quant),
         gradients=opt.gradients(groups),
         optimizer_states=opt.optimizer_states(groups, setup),
-        optimizer_temporaries=opt.optimizer_temporaries(groups, setup),
+        optimizer_temporaries=opt.optimizer_temporaries(groups, setup, shape.num_layers),
         tied_extra=tied_extra,
         head_gradients=head_grads,
+        forward_held=forward_held,
+        prompt_encoder=prompt_encoder,
+        mlp_side_gradients=mlp_side,
+        input_leaf=input_leaf,
+        layer_gradients=layer_grads // L,
         embedding_gradients=embedding_grads,
         first=forms.first,
         later=forms.later,

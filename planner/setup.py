@@ -97,8 +97,6 @@ class TrainingSetup:
             raise PlanError("lora-targets must name at least one module (or 'all-linear')")
         if self.attention == "flash" and self.device == "cpu":
             raise PlanError("attention 'flash' (FlashAttention 2) needs a CUDA device; use 'sdpa' or 'eager' on cpu")
-        if self.method == "qlora" and self.precision in ("fp32",):
-            raise PlanError("qlora computes in bf16 or fp16; choose precision bf16, fp16, bf16-mixed or fp16-mixed")
         if self.method == "prefix" and self.checkpointing:
             raise PlanError(
                 "prefix tuning does not work with gradient checkpointing in peft "

@@ -497,6 +497,11 @@ def outside_form(shape: ModelShape, setup: TrainingSetup) -> tuple[Size, int]:
         per_seq += 2 * shape.rotary_dim * t.w
     if setup.attention == "eager":
         form = form + Size(bmask=t.a)                     # the additive mask, shared by every layer
+    if method == "ptuning":
+        # peft's prompt encoder (embedding, then Linear-ReLU-Linear-ReLU-Linear) runs once per step
+        # on the virtual tokens: the three linears' inputs in fp32 and the token indices
+        vt, h = setup.num_virtual_tokens, shape.hidden_size
+        form = form + Size(const=3 * vt * h * 4 + 8 * vt)
     if shape.dropout > 0 and (trainable_base or method in ("prompt", "ptuning")):
         form = form + Size(token=shape.hidden_size * (1 if setup.device == "cuda" else t.a))
     return form, per_seq

@@ -71,12 +71,37 @@ def optimizer_states(groups: Sequence[TensorGroup], setup: TrainingSetup) -> int
     return total
 
 
-def optimizer_temporaries(groups: Sequence[TensorGroup], setup: TrainingSetup) -> int:
+def parameter_order(groups: Sequence[TensorGroup], layers: int) -> list[int]:
+    """Byte sizes of single tensors in the model's parameter order.
+
+    Groups that repeat per layer (``count`` a multiple of ``layers``) are laid out layer by layer,
+    interleaved in listed order (an adapter's down and up weights, once after attention and once
+    after the MLP); the groups listed before the first per-layer group come first (embeddings),
+    the rest last (final norm, head).
+    """
+    per_layer = [g for g in groups if g.count >= layers and g.count % layers == 0]
+    if not per_layer:
+        return [nbytes(g.numel, g.storage) for g in groups for _ in range(g.count)]
+    first = groups.index(per_layer[0])
+    head = [g for g in groups[:first] if g not in per_layer]
+    tail = [g for g in groups[first:] if g not in per_layer]
+    layer: list[int] = []
+    for rep in range(max(g.count // layers for g in per_layer)):
+        layer += [nbytes(g.numel, g.storage) for g in per_layer if g.count // layers > rep]
+    out = [nbytes(g.numel, g.storage) for g in head for _ in range(g.count)]
+    out += layer * layers
+    out += [nbytes(g.numel, g.storage) for g in tail for _ in range(g.count)]
+    return out
+
+
+def optimizer_temporaries(groups: Sequence[TensorGroup], setup: TrainingSetup, layers: int = 1) -> int:
     """Peak bytes the optimizer step allocates beyond states, gradients and weights.
 
     torch AdamW, single-tensor (the CPU default, torch/optim/adam.py ``_single_tensor_adam``): per
     tensor, ``denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)`` makes two
-    temporaries of the tensor's size, freed before the next tensor: 2 x the largest tensor.
+    temporaries of the tensor's size, and ``denom`` lives on until the next tensor's is made: the
+    peak is the largest ``size[i-1] + 2 size[i]`` over the tensors in the optimizer's order
+    (the model's parameter order), see ``parameter_order``.
     Foreach (the CUDA default, ``_multi_tensor_adam``): ``torch._foreach_sqrt(exp_avg_sqs)`` makes
     one copy of every second moment at once, and the rest works in place: all trainable bytes.
     (Measured on fake tensors, torch 2.13: Llama-3.1-8B full bf16 single-tensor 2 x lm_head;
@@ -93,7 +118,8 @@ def optimizer_temporaries(groups: Sequence[TensorGroup], setup: TrainingSetup) -
     if opt == "adamw":
         if setup.uses_foreach:
             return sum(g.data_bytes() for g in trainable)
-        return 2 * largest
+        sizes = parameter_order(trainable, layers)
+        return max(prev + 2 * cur for prev, cur in zip([0, *sizes[:-1]], sizes))
     if opt == "adafactor":
         return 3 * largest_fp32
     return 0

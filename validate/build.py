@@ -1,0 +1,221 @@
+"""Build a transformers model from a config with random weights, with a fine-tuning method applied.
+
+The same ``TrainingSetup`` the planner takes decides everything: dtype, attention implementation,
+method, LoRA rank and targets, virtual tokens, quantization, checkpointing. Three kinds of build:
+
+- ``real``: ordinary tensors on the CPU or a CUDA device;
+- ``fake``: the model is built on the meta device, then every parameter and buffer is swapped for
+  a fake CPU tensor (``Module.to()`` fails on fake parameters in torch 2.13), so full-size models
+  step without memory; rotary tables get their real values;
+- QLoRA cannot use ``from_config`` with a quantization config: the random model is saved to a
+  temporary folder and reloaded with ``BitsAndBytesConfig`` (bitsandbytes 0.50 quantizes on CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+from planner.architecture import ModelShape
+from planner.errors import PlanError
+from planner.methods import lora_target_matrices
+from planner.setup import TrainingSetup
+from validate.adapters import add_bottleneck_adapters
+
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def hf_config(raw: dict[str, Any], num_layers: int | None = None):
+    from transformers import AutoConfig
+
+    cfg = {k: v for k, v in raw.items() if not k.startswith("_")}
+    model_type = cfg.pop("model_type")
+    if num_layers is not None:
+        for key in ("num_hidden_layers", "n_layer"):
+            if key in cfg or key == "num_hidden_layers":
+                cfg[key] = num_layers
+    cfg["use_cache"] = False
+    return AutoConfig.for_model(model_type, **cfg)
+
+
+def _lora_targets(shape: ModelShape, setup: TrainingSetup) -> Any:
+    if "all-linear" in setup.lora_targets:
+        return "all-linear"
+    return sorted({m.name for m in lora_target_matrices(shape, setup.lora_targets)})
+
+
+def _peft_config(shape: ModelShape, setup: TrainingSetup):
+    import peft
+
+    if setup.method in ("lora", "qlora"):
+        return peft.LoraConfig(
+            task_type="CAUSAL_LM", r=setup.lora_rank, lora_alpha=2 * setup.lora_rank,
+            lora_dropout=setup.lora_dropout, target_modules=_lora_targets(shape, setup),
+        )
+    if setup.method == "prefix":
+        return peft.PrefixTuningConfig(
+            task_type="CAUSAL_LM", num_virtual_tokens=setup.num_virtual_tokens, prefix_projection=setup.prefix_projection
+        )
+    if setup.method == "prompt":
+        return peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=setup.num_virtual_tokens)
+    if setup.method == "ptuning":
+        return peft.PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=setup.num_virtual_tokens)
+    return None
+
+
+def _checkpointing(model: nn.Module) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def apply_method(model: nn.Module, shape: ModelShape, setup: TrainingSetup) -> nn.Module:
+    """Make the method's parameters trainable (and only those), adding adapters where it has them."""
+    import peft
+
+    if setup.method == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+    elif setup.method == "adapter":
+        add_bottleneck_adapters(model, shape.hidden_size, setup.adapter_size)
+    elif setup.method == "qlora":
+        model = peft.prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=setup.checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    if setup.checkpointing and setup.method != "qlora":
+        _checkpointing(model)
+    config = _peft_config(shape, setup)
+    if config is not None:
+        model = peft.get_peft_model(model, config)
+    return model
+
+
+def build_real(raw: dict[str, Any], shape: ModelShape, setup: TrainingSetup, device: str) -> nn.Module:
+    """A model with random weights on ``device`` ("cpu" or "cuda"), the method applied."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    cfg = hf_config(raw)
+    dtype = TORCH_DTYPES[setup.weight_dtype]
+    if setup.method == "qlora":
+        compute = TORCH_DTYPES[setup.compute_dtype]
+        with tempfile.TemporaryDirectory() as folder:
+            AutoModelForCausalLM.from_config(cfg, dtype=compute).save_pretrained(folder)
+            model = AutoModelForCausalLM.from_pretrained(
+                folder, dtype=compute, attn_implementation=setup.attention,
+                device_map={"": device} if device == "cuda" else None,
+                quantization_config=BitsAndBytesConfig(
+                    load_in_4bit=True, bnb_4bit_quant_type=setup.quant, bnb_4bit_use_double_quant=setup.double_quant,
+                    bnb_4bit_compute_dtype=compute,
+                ),
+            )
+    else:
+        with torch.device(device):
+            model = AutoModelForCausalLM.from_config(cfg, attn_implementation=setup.attention, dtype=dtype)
+    model = apply_method(model, shape, setup)
+    model.train()
+    return model
+
+
+def _real_rotary_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
+    out = {}
+    for mname, mod in model.named_modules():
+        if "Rotary" in type(mod).__name__ and hasattr(mod, "inv_freq"):
+            try:
+                real = type(mod)(config=mod.config, device="cpu")
+            except TypeError:
+                real = type(mod)(mod.config)
+            items = list(real._buffers.items()) + [(k, v) for k, v in vars(real).items() if isinstance(v, torch.Tensor)]
+            for k, v in items:
+                if v is not None:
+                    out[f"{mname}.{k}" if mname else k] = v
+    return out
+
+
+def fakeify(model: nn.Module, fake_mode) -> None:
+    """Swap every parameter and buffer for a fake CPU tensor; tied parameters stay tied."""
+    real_buffers = _real_rotary_buffers(model)
+    swapped: dict[int, nn.Parameter] = {}
+    for mod in model.modules():
+        for name, p in list(mod._parameters.items()):
+            if p is None:
+                continue
+            newp = swapped.get(id(p))
+            if newp is None:
+                with fake_mode:
+                    fake = torch.empty(p.shape, dtype=p.dtype, device="cpu")
+                newp = nn.Parameter(fake, requires_grad=p.requires_grad)
+                swapped[id(p)] = newp
+            mod._parameters[name] = newp
+    bufmap: dict[int, torch.Tensor] = {}
+    for mname, mod in model.named_modules():
+        for name, b in list(mod._buffers.items()):
+            if b is None:
+                continue
+            full = f"{mname}.{name}" if mname else name
+            nb = bufmap.get(id(b))
+            if nb is None:
+                real = real_buffers.get(full, torch.zeros(b.shape, dtype=b.dtype))
+                nb = fake_mode.from_tensor(real.to(b.dtype))
+                bufmap[id(b)] = nb
+            mod._buffers[name] = nb
+        for k, v in list(vars(mod).items()):
+            if isinstance(v, torch.Tensor) and not isinstance(v, nn.Parameter) and v.device.type == "meta":
+                full = f"{mname}.{k}" if mname else k
+                real = real_buffers.get(full, torch.zeros(v.shape, dtype=v.dtype))
+                setattr(mod, k, fake_mode.from_tensor(real.to(v.dtype)))
+
+
+def build_fake(raw: dict[str, Any], shape: ModelShape, setup: TrainingSetup, fake_mode, num_layers: int) -> nn.Module:
+    """A ``num_layers``-deep model of fake CPU tensors, the method applied."""
+    from transformers import AutoModelForCausalLM
+
+    if setup.method == "qlora":
+        raise PlanError("qlora cannot run under fake tensors (bitsandbytes quantizes real weights); use --mode cpu or cuda")
+    cfg = hf_config(raw, num_layers)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(
+            cfg, attn_implementation=setup.attention, dtype=TORCH_DTYPES[setup.weight_dtype]
+        )
+        model = apply_method(model, shape, setup)
+    fakeify(model, fake_mode)
+    model.train()
+    return model
+
+
+@contextlib.contextmanager
+def real_mask_decisions():
+    """Under fake tensors, make transformers' causal-mask decisions those of real unpadded tensors.
+
+    transformers treats fake tensors as tracing, so it never skips the causal mask: a materialised
+    mask then reaches SDPA, which turns off GQA (keys and values repeated to every head) and, on the
+    CPU, saves the mask. A real run without padding passes ``is_causal=True`` and no mask.
+    """
+    from transformers import masking_utils as mu
+
+    orig_ignore = mu._ignore_causal_mask_sdpa
+    orig_find = mu.find_packed_sequence_indices
+
+    def ignore(padding_mask, q_length, kv_length, q_offset, kv_offset, local_attention_size=None):
+        if padding_mask is None:
+            if local_attention_size is not None and kv_length >= local_attention_size:
+                return False
+            if q_length == 1 or kv_length == q_length:
+                return True
+            if isinstance(q_offset, int):
+                return q_offset == 0
+            return False
+        return orig_ignore(padding_mask, q_length, kv_length, q_offset, kv_offset, local_attention_size)
+
+    mu._ignore_causal_mask_sdpa = ignore
+    mu.find_packed_sequence_indices = lambda position_ids: None
+    try:
+        yield
+    finally:
+        mu._ignore_causal_mask_sdpa = orig_ignore
+        mu.find_packed_sequence_indices = orig_find
