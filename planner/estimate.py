@@ -58,6 +58,11 @@ class Template:
     input_leaf: Size         # the embedding output kept as a separate leaf (checkpointing, prompts)
     prompt_encoder: int      # P-tuning's encoder activations, alive until the very end of backward
     mlp_side_gradients: int  # a layer's gradients made before its MLP backward peaks (adapter, LoRA on the MLP)
+    eager_masks: int         # distinct attention masks eager attention keeps (checkpointing holds them)
+    head_saved: Size         # the final norm's and the head's saved tensors
+    top_freed: Size          # what the top layer's MLP tail frees before its MLP backward peaks
+    top_gradients: int       # the top layer's gradients made by then
+    layer_temps: Size        # gradients alive inside one layer's MLP backward
     layer_gradients: int     # one decoder layer's gradients
     embedding_gradients: int # the input embedding's gradient, made last (0 when tied or frozen)
     first: Size
@@ -95,7 +100,9 @@ class Template:
             A = self.first.bytes(*c) + (L - 1) * later
         A += self.outside.bytes(*c) + self.outside_seq * s
         V = shape.vocab_size
-        loss = 4 * T * V + 8 * batch_size * (s + 1)
+        # log_softmax's fp32 output and the labels; Gemma-2's final soft-capping (tanh) saves its
+        # output in the logits' dtype too
+        loss = (4 + (self.logit_bytes if shape.final_softcap else 0)) * T * V + 8 * batch_size * (s + 1)
         # logits in the compute dtype and their fp32 copy; QLoRA's fp32 head makes fp32 logits and
         # .float() is then a no-op
         fwd_tr = (self.logit_bytes + (4 if self.logit_bytes != 4 else 0)) * T * V
@@ -110,19 +117,31 @@ class Template:
             # Recomputing one layer: at the last layer (backward's first) only the head's gradients
             # exist beside every checkpointed input; at layer 0 nearly all gradients exist beside one
             # layer's input. Gradients grow as inputs are freed, so the worse end is the peak.
-            temps = self.a * T * 2 * (shape.hidden_size + shape.intermediate_size)
+            temps = self.layer_temps.bytes(*c)
             # held: the checkpointed inputs still needed and the rotary tables (the loss is freed)
             one = self.checkpoint.bytes(*c)
             tables = self.outside_seq * s
             tables += self.input_leaf.bytes(*c) + self.prompt_encoder
+            # eager attention's masks ride along as checkpoint inputs: Gemma-2 alternates a sliding
+            # and a global one, and the last layers to go hold only the kind they use
+            mask = self.a * c[3]
             ends = (
-                (self.head_gradients, L * one + tables),
-                (self.head_gradients + (L - 1) * self.layer_gradients + self.mlp_side_gradients, one + tables),
+                (self.head_gradients, L * one + tables + self.eager_masks * mask),
+                (self.head_gradients + (L - 1) * self.layer_gradients + self.mlp_side_gradients,
+                 one + tables + min(self.eager_masks, 1) * mask),
             )
             for grads, held in ends:
-                recompute = [W, Q, grads, S, held, 0, later + temps, 0]
+                recompute = [W, Q, grads, S, held, 0, later + temps + self.tied_extra, 0]
                 if sum(recompute) > sum(backward):
                     backward = recompute
+        else:
+            # the top layer's MLP backward: every activation but the head's and the loss's, the
+            # head's gradients (a tied head's as a temporary until it is summed into the embedding's)
+            held = A - self.head_saved.bytes(*c) - self.top_freed.bytes(*c)
+            top = [W, Q, self.head_gradients + self.top_gradients, S, held, 0,
+                   self.layer_temps.bytes(*c) + self.tied_extra, 0]
+            if sum(top) > sum(backward):
+                backward = top
         end = [W, Q, G, S, 0, 0, self.tied_extra, 0]
         if sum(end) > sum(backward):
             backward = end
@@ -158,7 +177,7 @@ def template(shape: ModelShape, setup: TrainingSetup) -> Template:
     m = get_method(setup.method)
     groups = m.tensors(shape, setup)
     forms = act.activation_forms(shape, setup)
-    outside, outside_seq = act.outside_form(shape, setup)
+    outside, outside_seq, head_saved = act.outside_form(shape, setup)
     tied_extra = 0
     if setup.method == "full" and shape.tie_word_embeddings:
         tied_extra = nbytes(shape.embedding_params, setup.weight_dtype)
@@ -167,7 +186,8 @@ def template(shape: ModelShape, setup: TrainingSetup) -> Template:
     layer_grads = sum(g.data_bytes() for g in trainable if g.count >= L and g.count % L == 0)
     # gradients that exist when backward reaches the layers: the head's, the final norm's, and a
     # tied embedding's (it is the head); embeddings, positions and prompt encoders come last
-    head_labels = ("lm_head.", shape.final_norm.name + ".") + (("embed_tokens",) if shape.tie_word_embeddings else ())
+    # (a tied head's gradient is a temporary until the embedding's backward sums into it: tied_extra)
+    head_labels = ("lm_head.", shape.final_norm.name + ".")
     head_grads = sum(g.data_bytes() for g in trainable if g.label.startswith(head_labels))
     embedding_grads = sum(g.data_bytes() for g in trainable if g.label == "embed_tokens" and not shape.tie_word_embeddings)
     r = 4 if setup.mixed else act.activation_bytes(setup)
@@ -187,10 +207,16 @@ def template(shape: ModelShape, setup: TrainingSetup) -> Template:
             4 * setup.lora_rank * (m.in_features + m.out_features)
             for m in lora_target_matrices(shape, setup.lora_targets) if m.role in mlp_roles
         )
+    top_grads = mlp_side
+    if setup.method == "full":
+        down = shape.matrix("down")
+        top_grads = (down.params if down else 0) * (4 if setup.weight_dtype == "fp32" else 2)
     input_leaf = act.Size()
-    if setup.checkpointing and setup.method in ("prompt", "ptuning"):
+    if setup.checkpointing and (setup.method in ("prompt", "ptuning") or shape.position_embeddings):
+        # the embedding's output is a leaf apart from layer 0's input when virtual tokens are
+        # concatenated after it or learned positions are added to it
         per = r * shape.hidden_size
-        input_leaf = act.Size(token=per, batch=-per * setup.num_virtual_tokens)
+        input_leaf = act.Size(token=per, batch=-per * setup.virtual_tokens)
     t = Template(
         shape=shape,
         method=m,
@@ -204,6 +230,11 @@ def template(shape: ModelShape, setup: TrainingSetup) -> Template:
         forward_held=forward_held,
         prompt_encoder=prompt_encoder,
         mlp_side_gradients=mlp_side,
+        head_saved=head_saved,
+        top_freed=act.top_layer_freed(shape, setup),
+        top_gradients=top_grads,
+        layer_temps=act.layer_backward_temporaries(shape, setup),
+        eager_masks=(2 if shape.sliding_window and shape.model_type == "gemma2" else 1) if setup.attention == "eager" else 0,
         input_leaf=input_leaf,
         layer_gradients=layer_grads // L,
         embedding_gradients=embedding_grads,

@@ -471,10 +471,36 @@ def recompute_bytes(shape: ModelShape, setup: TrainingSetup) -> int:
 
 
 
-def outside_form(shape: ModelShape, setup: TrainingSetup) -> tuple[Size, int]:
+def layer_backward_temporaries(shape: ModelShape, setup: TrainingSetup) -> Size:
+    """Gradients alive inside one layer's MLP backward, beyond what the layer saved (measured, CPU).
+
+    Gated MLP: about a x T x 2(h + i); a plain MLP with transformers' Python ``gelu_new``: the three
+    intermediate-size gradients of its products and one of the hidden size, a x T x (3i + h);
+    other plain MLPs a x T x (2i + h).
+    """
+    a, h, i = activation_bytes(setup), shape.hidden_size, shape.intermediate_size
+    if shape.gated_mlp:
+        return Size(token=a * 2 * (h + i))
+    return Size(token=a * ((3 if shape.activation == "gelu_new" else 2) * i + h))
+
+
+def top_layer_freed(shape: ModelShape, setup: TrainingSetup) -> Size:
+    """What the top layer's MLP tail has already freed when its MLP backward peaks: the down
+    projection's saved input (when its weight trains) and the dropout mask after the MLP."""
+    t = _Trace(shape, setup, setup.method == "full", set(), False)
+    out = Size()
+    if setup.method == "full":
+        out = out + Size(token=t.a * shape.intermediate_size)
+    if shape.dropout > 0:
+        out = out + Size(token=shape.hidden_size * (1 if setup.device == "cuda" else t.a))
+    return out
+
+
+def outside_form(shape: ModelShape, setup: TrainingSetup) -> tuple[Size, int, Size]:
     """Bytes saved outside the decoder layers, the loss excepted (planner.memory.logits has it).
 
-    Returns (a form, bytes per sequence position independent of the batch):
+    Returns (a form, bytes per sequence position independent of the batch, the part of the form
+    that the head's backward frees: the final norm's and the head's saved tensors):
     the final norm's saved set; the output head's input when the head trains; the token ids an
     embedding's backward keeps when it trains (int64); the rotary cos/sin tables shared by every
     layer (2 x seq x rotary_dim in the model dtype) and learned position ids; eager attention's
@@ -488,6 +514,7 @@ def outside_form(shape: ModelShape, setup: TrainingSetup) -> tuple[Size, int]:
     if trainable_base:
         t.save(y)                                         # lm_head's weight trains
     form = t.total()
+    head = form
     per_seq = 0
     if trainable_base:
         form = form + Size(token=8)                       # embedding backward keeps input_ids
@@ -495,13 +522,16 @@ def outside_form(shape: ModelShape, setup: TrainingSetup) -> tuple[Size, int]:
             per_seq += 8
     if shape.rotary_dim:
         per_seq += 2 * shape.rotary_dim * t.w
-    if setup.attention == "eager":
-        form = form + Size(bmask=t.a)                     # the additive mask, shared by every layer
+    if setup.attention == "eager" and shape.model_type != "gemma2":
+        # the additive mask, shared by every layer (Gemma-2's eager path keeps none alive: measured)
+        form = form + Size(bmask=t.a)
     if method == "ptuning":
         # peft's prompt encoder (embedding, then Linear-ReLU-Linear-ReLU-Linear) runs once per step
         # on the virtual tokens: the three linears' inputs in fp32 and the token indices
         vt, h = setup.num_virtual_tokens, shape.hidden_size
         form = form + Size(const=3 * vt * h * 4 + 8 * vt)
-    if shape.dropout > 0 and (trainable_base or method in ("prompt", "ptuning")):
+    if shape.dropout > 0 and (trainable_base or method in ("prompt", "ptuning") or setup.checkpointing):
+        # the embedding dropout keeps its mask when its input needs a gradient (with checkpointing
+        # transformers makes the embedding's output require one)
         form = form + Size(token=shape.hidden_size * (1 if setup.device == "cuda" else t.a))
-    return form, per_seq
+    return form, per_seq, head

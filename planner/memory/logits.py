@@ -28,10 +28,14 @@ def logit_positions(setup: TrainingSetup) -> int:
 
 
 def loss_saved(shape: ModelShape, setup: TrainingSetup) -> int:
-    """Bytes the loss keeps for backward: fp32 log_softmax (4 T V) plus int64 padded labels."""
+    """Bytes the loss keeps for backward: fp32 log_softmax (4 T V) plus int64 padded labels.
+
+    Gemma-2's final logit soft-capping (``tanh(logits / cap) * cap``) saves the tanh output too.
+    """
     T = logit_positions(setup)
     labels = 8 * setup.batch_size * (setup.seq_len + setup.virtual_tokens + 1)
-    return 4 * T * shape.vocab_size + labels
+    softcap = (4 if setup.compute_dtype == "fp32" or setup.method == "qlora" else 2) if shape.final_softcap else 0
+    return (4 + softcap) * T * shape.vocab_size + labels
 
 
 def logits_forward_transient(shape: ModelShape, setup: TrainingSetup) -> int:
