@@ -86,23 +86,33 @@ def _gpu_json(gpu: GPU) -> dict[str, Any]:
     }
 
 
+def setup_options(func):
+    """The options that describe a training step, shared by planning and validation."""
+    options = [
+        click.option("--method", "method_name", metavar="METHOD", help="One of full, lora, qlora, adapter, prefix, prompt, ptuning; default all."),
+        click.option("--lora-rank", type=int, default=16, show_default=True),
+        click.option("--lora-targets", default="q,v", show_default=True, help="Module names, roles (q,k,v,o,gate,up,down) or all-linear."),
+        click.option("--adapter-size", type=int, default=64, show_default=True, help="Bottleneck width of Houlsby adapters."),
+        click.option("--num-virtual-tokens", type=int, default=20, show_default=True, help="Prefix, prompt and P-tuning tokens."),
+        click.option("--prefix-projection/--no-prefix-projection", default=False, show_default=True, help="Prefix tuning's reparameterisation MLP."),
+        click.option("--seq-len", type=int, default=None, help="Tokens per sequence [default: 2048]."),
+        click.option("--batch-size", type=int, default=None, help="Micro batch per GPU [default: 1]."),
+        click.option("--precision", default=None, metavar="P", help=f"{', '.join(PRECISIONS)} [default: bf16]."),
+        click.option("--optimizer", default=None, metavar="OPT", help=f"{', '.join(OPTIMIZERS)} [default: adamw]."),
+        click.option("--grad-ckpt/--no-grad-ckpt", default=None, help="Gradient checkpointing [default: on for qlora, off otherwise]."),
+        click.option("--attention", default=None, metavar="IMPL", help=f"{', '.join(ATTENTIONS)} [default: sdpa]."),
+        click.option("--quant", default="nf4", show_default=True, metavar="Q", help=f"{', '.join(QUANTS)} (qlora)."),
+        click.option("--double-quant/--no-double-quant", default=True, show_default=True, help="bitsandbytes double quantization (qlora)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--model", "model_name", metavar="NAME|PATH", help="Preset or alias (see `plan models`), or a config.json / its folder.")
 @click.option("--gpu", "gpu_name", metavar="NAME", help="GPU to fit on (see `plan gpus`).")
-@click.option("--method", "method_name", metavar="METHOD", help="One of full, lora, qlora, adapter, prefix, prompt, ptuning; default all.")
-@click.option("--lora-rank", type=int, default=16, show_default=True)
-@click.option("--lora-targets", default="q,v", show_default=True, help="Module names, roles (q,k,v,o,gate,up,down) or all-linear.")
-@click.option("--adapter-size", type=int, default=64, show_default=True, help="Bottleneck width of Houlsby adapters.")
-@click.option("--num-virtual-tokens", type=int, default=20, show_default=True, help="Prefix, prompt and P-tuning tokens.")
-@click.option("--prefix-projection/--no-prefix-projection", default=False, show_default=True, help="Prefix tuning's reparameterisation MLP.")
-@click.option("--seq-len", type=int, default=None, help="Tokens per sequence [default: 2048].")
-@click.option("--batch-size", type=int, default=None, help="Micro batch per GPU [default: 1].")
-@click.option("--precision", default=None, metavar="P", help=f"{', '.join(PRECISIONS)} [default: bf16].")
-@click.option("--optimizer", default=None, metavar="OPT", help=f"{', '.join(OPTIMIZERS)} [default: adamw].")
-@click.option("--grad-ckpt/--no-grad-ckpt", default=None, help="Gradient checkpointing [default: on for qlora, off otherwise].")
-@click.option("--attention", default=None, metavar="IMPL", help=f"{', '.join(ATTENTIONS)} [default: sdpa].")
-@click.option("--quant", default="nf4", show_default=True, metavar="Q", help=f"{', '.join(QUANTS)} (qlora).")
-@click.option("--double-quant/--no-double-quant", default=True, show_default=True, help="bitsandbytes double quantization (qlora).")
+@setup_options
 @click.option("--gpus", "gpus", type=int, default=1, show_default=True, help="GPUs the step is spread over (reported per GPU).")
 @click.option("--device", default="cuda", show_default=True, metavar="D", help="Kernels to model: cuda, or cpu (the validator's CPU runs).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, every memory figure in integer bytes.")
@@ -217,6 +227,40 @@ def cli(ctx: click.Context, model_name, gpu_name, method_name, lora_rank, lora_t
     if assumed:
         shown = ", ".join(f"{k.replace('_', ' ')} {getattr(first.setup, k)}" for k in assumed)
         click.echo(f"Assumed (not given): {shown}.")
+
+
+@cli.command("validate")
+@click.option("--model", "model_name", metavar="NAME|PATH", help="Preset or alias, or a config.json / its folder.")
+@setup_options
+@click.option("--mode", default="auto", show_default=True, metavar="M",
+              help="auto, cuda (a GPU), cpu (a real CPU run) or fake (fake tensors, any size).")
+@click.option("--device", "device_name", default=None, metavar="D", help="cuda or cpu: the same as --mode.")
+@click.option("--steps", type=int, default=2, show_default=True, help="Optimizer steps to run (at least 2).")
+@click.option("--sweep", metavar="FILE", help="A TOML sweep (see data/sweeps/) to run instead of one setting.")
+@click.option("--out", metavar="FILE", help="JSONL file the records are appended to (needed with --sweep).")
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+def validate_cmd(model_name, method_name, lora_rank, lora_targets, adapter_size, num_virtual_tokens, prefix_projection,
+                 seq_len, batch_size, precision, optimizer, grad_ckpt, attention, quant, double_quant, mode, device_name,
+                 steps, sweep, out, as_json) -> None:
+    """Run real training steps and compare the measured peak with the estimate (needs `.[validate]`)."""
+    mode = _choice("mode", device_name if device_name else mode, ("auto", "cuda", "cpu", "fake"))
+    try:
+        from validate.cli import validate_command
+    except ImportError as exc:
+        raise PlanError(f"plan validate needs the validation extras ({exc.name} is missing): pip install 'fitplan[validate]'") from None
+    settings = {
+        "model": model_name, "method": _choice("method", method_name or "lora", tuple(REGISTRY)),
+        "seq_len": seq_len or 512, "batch_size": batch_size or 1,
+        "precision": _choice("precision", precision or ("fp32" if mode == "cpu" else "bf16"), PRECISIONS),
+        "optimizer": _choice("optimizer", optimizer or "adamw", OPTIMIZERS), "grad_ckpt": grad_ckpt,
+        "attention": _choice("attention implementation", attention or "sdpa", ATTENTIONS), "lora_rank": lora_rank,
+        "lora_targets": lora_targets, "adapter_size": adapter_size, "num_virtual_tokens": num_virtual_tokens,
+        "prefix_projection": prefix_projection, "quant": _choice("quantization", quant, QUANTS),
+        "double_quant": double_quant, "steps": steps,
+    }
+    if steps < 2:
+        raise PlanError("--steps must be at least 2: the optimizer's state appears at the first")
+    validate_command(settings, mode, sweep, out, as_json)
 
 
 @cli.command("models")

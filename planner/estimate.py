@@ -62,7 +62,7 @@ class Template:
     head_saved: Size         # the final norm's and the head's saved tensors
     top_freed: Size          # what the top layer's MLP tail frees before its MLP backward peaks
     top_gradients: int       # the top layer's gradients made by then
-    layer_temps: Size        # gradients alive inside one layer's MLP backward
+    layer_temps: tuple[Size, ...]  # alternatives for what is alive inside one layer's MLP backward
     layer_gradients: int     # one decoder layer's gradients
     embedding_gradients: int # the input embedding's gradient, made last (0 when tied or frozen)
     first: Size
@@ -117,7 +117,7 @@ class Template:
             # Recomputing one layer: at the last layer (backward's first) only the head's gradients
             # exist beside every checkpointed input; at layer 0 nearly all gradients exist beside one
             # layer's input. Gradients grow as inputs are freed, so the worse end is the peak.
-            temps = self.layer_temps.bytes(*c)
+            temps = max(x.bytes(*c) for x in self.layer_temps)
             # held: the checkpointed inputs still needed and the rotary tables (the loss is freed)
             one = self.checkpoint.bytes(*c)
             tables = self.outside_seq * s
@@ -139,7 +139,7 @@ class Template:
             # head's gradients (a tied head's as a temporary until it is summed into the embedding's)
             held = A - self.head_saved.bytes(*c) - self.top_freed.bytes(*c)
             top = [W, Q, self.head_gradients + self.top_gradients, S, held, 0,
-                   self.layer_temps.bytes(*c) + self.tied_extra, 0]
+                   max(x.bytes(*c) for x in self.layer_temps) + self.tied_extra, 0]
             if sum(top) > sum(backward):
                 backward = top
         end = [W, Q, G, S, 0, 0, self.tied_extra, 0]
@@ -217,6 +217,9 @@ def template(shape: ModelShape, setup: TrainingSetup) -> Template:
         # concatenated after it or learned positions are added to it
         per = r * shape.hidden_size
         input_leaf = act.Size(token=per, batch=-per * setup.virtual_tokens)
+    if setup.checkpointing and shape.dropout > 0:
+        # the embedding dropout's mask (its input needs a gradient under checkpointing)
+        input_leaf = input_leaf + act.Size(token=shape.hidden_size * (1 if setup.device == "cuda" else r))
     t = Template(
         shape=shape,
         method=m,

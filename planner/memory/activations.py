@@ -471,8 +471,9 @@ def recompute_bytes(shape: ModelShape, setup: TrainingSetup) -> int:
 
 
 
-def layer_backward_temporaries(shape: ModelShape, setup: TrainingSetup) -> Size:
-    """Gradients alive inside one layer's MLP backward, beyond what the layer saved (measured, CPU).
+def layer_backward_temporaries(shape: ModelShape, setup: TrainingSetup) -> tuple[Size, ...]:
+    """Gradients alive inside one layer's MLP backward, beyond what the layer saved (measured, CPU):
+    alternatives, the largest of which is the peak.
 
     Gated MLP: about a x T x 2(h + i); a plain MLP with transformers' Python ``gelu_new``: the three
     intermediate-size gradients of its products and one of the hidden size, a x T x (3i + h);
@@ -480,8 +481,17 @@ def layer_backward_temporaries(shape: ModelShape, setup: TrainingSetup) -> Size:
     """
     a, h, i = activation_bytes(setup), shape.hidden_size, shape.intermediate_size
     if shape.gated_mlp:
-        return Size(token=a * 2 * (h + i))
-    return Size(token=a * ((3 if shape.activation == "gelu_new" else 2) * i + h))
+        temps = Size(token=a * 2 * (h + i))
+    else:
+        temps = Size(token=a * ((3 if shape.activation == "gelu_new" else 2) * i + h))
+    if setup.method != "qlora":
+        return (temps,)
+    # bitsandbytes' MatMul4Bit.backward dequantizes the weight (to the compute dtype) for the
+    # input's gradient, one matrix at a time; at the down projection, the MLP's first, beside the
+    # incoming gradient and the gradient of the projection's input
+    compute = 4 if setup.compute_dtype == "fp32" else 2
+    largest = max(m.in_features * m.out_features for m in shape.matrices if m.is_linear)
+    return (temps, Size(token=a * (h + i), const=compute * largest))
 
 
 def top_layer_freed(shape: ModelShape, setup: TrainingSetup) -> Size:
