@@ -169,6 +169,11 @@ def fakeify(model: nn.Module, fake_mode) -> None:
                 full = f"{mname}.{k}" if mname else k
                 real = real_buffers.get(full, torch.zeros(v.shape, dtype=v.dtype))
                 setattr(mod, k, fake_mode.from_tensor(real.to(v.dtype)))
+            elif isinstance(v, dict) and any(isinstance(t, torch.Tensor) and t.device.type == "meta" for t in v.values()):
+                # peft's prompt learning keeps its token indices in a dict of plain tensors
+                for name, t in list(v.items()):
+                    if isinstance(t, torch.Tensor) and t.device.type == "meta":
+                        v[name] = fake_mode.from_tensor(torch.zeros(t.shape, dtype=t.dtype))
 
 
 def build_fake(raw: dict[str, Any], shape: ModelShape, setup: TrainingSetup, fake_mode, num_layers: int) -> nn.Module:

@@ -419,40 +419,11 @@ def _outside_name(path: str) -> str:
     return path
 
 
-@contextlib.contextmanager
 def _real_mask_logic():
-    """Make transformers' mask construction behave as with REAL unpadded tensors.
+    """transformers' causal-mask decisions of real unpadded tensors (see validate.build)."""
+    from validate.build import real_mask_decisions
 
-    transformers treats FakeTensors as "tracing" (``is_tracing``), so under FakeTensorMode it never
-    skips the causal mask: ``find_packed_sequence_indices`` returns a (fake) packing mask and
-    ``_ignore_causal_mask_sdpa`` returns False.  Result: a materialised b x 1 x s x s mask reaches
-    SDPA, which (a) turns off ``enable_gqa`` so K/V get ``repeat_kv``-ed to all heads and (b) makes
-    the CPU SDPA kernel save the (converted, dtype) mask.  Neither happens in a real run without
-    padding, so we restore the real-tensor decisions for the ``padding_mask is None`` case.
-    """
-    from transformers import masking_utils as mu
-
-    orig_ignore = mu._ignore_causal_mask_sdpa
-    orig_find = mu.find_packed_sequence_indices
-
-    def ignore(padding_mask, q_length, kv_length, q_offset, kv_offset, local_attention_size=None):
-        if padding_mask is None:
-            if local_attention_size is not None and kv_length >= local_attention_size:
-                return False
-            if q_length == 1 or kv_length == q_length:
-                return True  # training without padding / cache
-            if isinstance(q_offset, int):
-                return q_offset == 0
-            return False  # e.g. peft prefix tuning: a cache precedes the queries
-        return orig_ignore(padding_mask, q_length, kv_length, q_offset, kv_offset, local_attention_size)
-
-    mu._ignore_causal_mask_sdpa = ignore
-    mu.find_packed_sequence_indices = lambda position_ids: None
-    try:
-        yield
-    finally:
-        mu._ignore_causal_mask_sdpa = orig_ignore
-        mu.find_packed_sequence_indices = orig_find
+    return real_mask_decisions()
 
 
 # --------------------------------------------------------------------------------------------

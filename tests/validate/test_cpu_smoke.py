@@ -1,0 +1,72 @@
+"""The CPU smoke sweep: real training steps of tiny llama, qwen2, gemma2 and gpt2 configs, every
+method, fp32, two sequence lengths, checkpointing on and off, measured with exact tensor
+accounting. The planner's peak must be within 3% of the measured peak and each category within 5%.
+"""
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("peft")
+pytest.importorskip("bitsandbytes")
+
+from validate.records import read_records, settings_key  # noqa: E402
+from validate.run import load_sweep, run_sweep  # noqa: E402
+
+SWEEP = Path(__file__).resolve().parents[2] / "data" / "sweeps" / "cpu-smoke.toml"
+RUNS = load_sweep(SWEEP)
+
+# Where the planner is still off, with what was found. strict: a fix makes the test fail until the
+# entry is removed. Keys: (config, method, seq_len, grad_ckpt).
+KNOWN_OFF = {
+    ("tiny-llama", "qlora", 32, True): "recompute under checkpointing with 4-bit weights: the backward's dequantized weight and the recompute set do not peak together (temporaries +10%)",
+    ("tiny-qwen2", "qlora", 32, True): "as tiny-llama qlora: dequantized weight beside the recompute (temporaries +11%, peak +3.4%)",
+    ("tiny-gpt2", "full", 64, True): "gpt2 with dropout under checkpointing: the peak is mid-backward of a lower layer (activations +49%, total -0.2%)",
+    ("tiny-gpt2", "lora", 32, True): "gpt2 checkpointed recompute temporaries +5.3% (total +0.7%)",
+    ("tiny-gpt2", "qlora", 64, False): "gpt2 4-bit: an extra hidden-size gradient at the MLP backward peak (temporaries -44%, total -0.2%)",
+    ("tiny-gpt2", "adapter", 32, False): "gpt2 adapters: the adapter after the MLP makes gradients before the MLP backward peak (categories off, total +0.3%)",
+    ("tiny-gpt2", "adapter", 64, False): "as above (total +0.1%)",
+    ("tiny-gpt2", "adapter", 32, True): "gpt2 adapters under checkpointing: temporaries +9% (total +1.4%)",
+    ("tiny-gpt2", "adapter", 64, True): "as above (total +2.5%)",
+    ("tiny-gpt2", "prefix", 32, False): "gpt2 prefix tuning: the cache and mask of prefix keys with learned positions (temporaries +57%, total +0.7%)",
+    ("tiny-gpt2", "prefix", 64, False): "as above (peak -4.2%)",
+    ("tiny-gpt2", "prompt", 32, True): "gpt2 checkpointed recompute temporaries +5.1% (total +1.1%)",
+    ("tiny-gpt2", "ptuning", 32, True): "gpt2 checkpointed recompute temporaries +5.1% (total +1.0%)",
+    ("tiny-gemma2", "adapter", 32, True): "gemma2 adapters under checkpointing: recompute temporaries +8.6% (total +0.7%)",
+    ("tiny-gemma2", "adapter", 64, True): "as above (total +1.3%)",
+}
+
+
+def _key(settings):
+    return (Path(settings["model"]).stem, settings["method"], settings["seq_len"], settings["grad_ckpt"])
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep") / "cpu.jsonl"
+    run_sweep(SWEEP, out, progress=False)
+    return {r["key"]: r for r in read_records(out)}
+
+
+def _params():
+    for settings in RUNS:
+        marks = []
+        if _key(settings) in KNOWN_OFF:
+            marks.append(pytest.mark.xfail(strict=True, reason=KNOWN_OFF[_key(settings)]))
+        yield pytest.param(settings, id="-".join(str(x) for x in _key(settings)), marks=marks)
+
+
+@pytest.mark.parametrize("settings", list(_params()))
+def test_planner_within_3_percent_peak_and_5_percent_per_category(records, settings):
+    record = records[settings_key(settings)]
+    if settings["method"] == "prefix" and settings["grad_ckpt"]:
+        assert record["outcome"] == "skipped"
+        assert "does not work with gradient checkpointing" in record["error"]
+        return
+    assert record["outcome"] == "ok", record.get("error")
+    assert record["measurement"]["mode"] == "cpu"
+    errors = record["errors_percent"]
+    assert abs(errors["peak"]) <= 3.0, errors
+    for category, pct in errors["categories"].items():
+        assert pct is not None and abs(pct) <= 5.0, (category, errors)
