@@ -96,6 +96,23 @@ def apply_method(model: nn.Module, shape: ModelShape, setup: TrainingSetup) -> n
     return model
 
 
+_SAVED: dict[tuple[str, str], tempfile.TemporaryDirectory] = {}
+
+
+def _saved_random_model(raw: dict[str, Any], cfg, dtype: torch.dtype) -> str:
+    """A folder holding a random model of this config, saved once per process (QLoRA reloads it)."""
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    key = (json.dumps(raw, sort_keys=True), str(dtype))
+    if key not in _SAVED:
+        folder = tempfile.TemporaryDirectory(prefix="fitplan-random-")
+        AutoModelForCausalLM.from_config(cfg, dtype=dtype).save_pretrained(folder.name)
+        _SAVED[key] = folder
+    return _SAVED[key].name
+
+
 def build_real(raw: dict[str, Any], shape: ModelShape, setup: TrainingSetup, device: str) -> nn.Module:
     """A model with random weights on ``device`` ("cpu" or "cuda"), the method applied."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
@@ -104,16 +121,15 @@ def build_real(raw: dict[str, Any], shape: ModelShape, setup: TrainingSetup, dev
     dtype = TORCH_DTYPES[setup.weight_dtype]
     if setup.method == "qlora":
         compute = TORCH_DTYPES[setup.compute_dtype]
-        with tempfile.TemporaryDirectory() as folder:
-            AutoModelForCausalLM.from_config(cfg, dtype=compute).save_pretrained(folder)
-            model = AutoModelForCausalLM.from_pretrained(
-                folder, dtype=compute, attn_implementation=setup.attention,
-                device_map={"": device} if device == "cuda" else None,
-                quantization_config=BitsAndBytesConfig(
-                    load_in_4bit=True, bnb_4bit_quant_type=setup.quant, bnb_4bit_use_double_quant=setup.double_quant,
-                    bnb_4bit_compute_dtype=compute,
-                ),
-            )
+        folder = _saved_random_model(raw, cfg, compute)
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=compute, attn_implementation=setup.attention,
+            device_map={"": device} if device == "cuda" else None,
+            quantization_config=BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type=setup.quant, bnb_4bit_use_double_quant=setup.double_quant,
+                bnb_4bit_compute_dtype=compute,
+            ),
+        )
     else:
         with torch.device(device):
             model = AutoModelForCausalLM.from_config(cfg, attn_implementation=setup.attention, dtype=dtype)
