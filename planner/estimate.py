@@ -131,7 +131,7 @@ class Template:
                  one + tables + min(self.eager_masks, 1) * mask),
             )
             for grads, held in ends:
-                recompute = [W, Q, grads, S, held, 0, later + temps + self.tied_extra, 0]
+                recompute = [W, Q, grads, S, held, 0, later - self.top_freed.bytes(*c) + temps + self.tied_extra, 0]
                 if sum(recompute) > sum(backward):
                     backward = recompute
         else:

@@ -498,11 +498,16 @@ def top_layer_freed(shape: ModelShape, setup: TrainingSetup) -> Size:
     """What the top layer's MLP tail has already freed when its MLP backward peaks: the down
     projection's saved input (when its weight trains) and the dropout mask after the MLP."""
     t = _Trace(shape, setup, setup.method == "full", set(), False)
+    h = shape.hidden_size
     out = Size()
     if setup.method == "full":
         out = out + Size(token=t.a * shape.intermediate_size)
     if shape.dropout > 0:
-        out = out + Size(token=shape.hidden_size * (1 if setup.device == "cuda" else t.a))
+        out = out + Size(token=h * (1 if setup.device == "cuda" else t.a))
+    if setup.method == "adapter":
+        out = out + Size(token=4 * h)                      # the MLP adapter's fp32 input
+    if shape.model_type == "gemma2":
+        out = out + Size(token=4 * h + 4)                  # post_feedforward_layernorm's x32 and rsqrt
     return out
 
 
