@@ -103,6 +103,10 @@ def setup_options(func):
         click.option("--attention", default=None, metavar="IMPL", help=f"{', '.join(ATTENTIONS)} [default: sdpa]."),
         click.option("--quant", default="nf4", show_default=True, metavar="Q", help=f"{', '.join(QUANTS)} (qlora)."),
         click.option("--double-quant/--no-double-quant", default=True, show_default=True, help="bitsandbytes double quantization (qlora)."),
+        click.option("--kbit-upcast/--no-kbit-upcast", default=True, show_default=True,
+                     help="qlora: peft's prepare_model_for_kbit_training keeps non-4-bit parameters (and so activations) in fp32."),
+        click.option("--transformers", "transformers_major", type=click.IntRange(4, 5), default=5, show_default=True,
+                     help="Major version of transformers to model (4: per-expert MoE linears, extra fp32 logits copy)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -119,8 +123,8 @@ def setup_options(func):
 @click.version_option(__version__, prog_name="plan")
 @click.pass_context
 def cli(ctx: click.Context, model_name, gpu_name, method_name, lora_rank, lora_targets, adapter_size, num_virtual_tokens,
-        prefix_projection, seq_len, batch_size, precision, optimizer, grad_ckpt, attention, quant, double_quant, gpus,
-        device, as_json) -> None:
+        prefix_projection, seq_len, batch_size, precision, optimizer, grad_ckpt, attention, quant, double_quant,
+        kbit_upcast, transformers_major, gpus, device, as_json) -> None:
     """Plan the memory of fine-tuning a language model: `plan --model llama-70b --gpu a100-80`."""
     if ctx.invoked_subcommand is not None:
         return
@@ -159,7 +163,8 @@ def cli(ctx: click.Context, model_name, gpu_name, method_name, lora_rank, lora_t
     base = TrainingSetup(
         method=methods[0], lora_rank=lora_rank, lora_targets=_targets(lora_targets), adapter_size=adapter_size,
         num_virtual_tokens=num_virtual_tokens, prefix_projection=prefix_projection, grad_ckpt=grad_ckpt,
-        quant=quant, double_quant=double_quant, gpus=gpus, device=device, assumed=assumed, **values,
+        quant=quant, double_quant=double_quant, gpus=gpus, device=device, assumed=assumed,
+        kbit_upcast=kbit_upcast, transformers_major=transformers_major, **values,
     )
     lora_target_matrices(model.shape, base.lora_targets)  # a bad target is bad input for every method
     rows, ests = [], {}
@@ -240,8 +245,8 @@ def cli(ctx: click.Context, model_name, gpu_name, method_name, lora_rank, lora_t
 @click.option("--out", metavar="FILE", help="JSONL file the records are appended to (needed with --sweep).")
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 def validate_cmd(model_name, method_name, lora_rank, lora_targets, adapter_size, num_virtual_tokens, prefix_projection,
-                 seq_len, batch_size, precision, optimizer, grad_ckpt, attention, quant, double_quant, mode, device_name,
-                 steps, sweep, out, as_json) -> None:
+                 seq_len, batch_size, precision, optimizer, grad_ckpt, attention, quant, double_quant, kbit_upcast,
+                 transformers_major, mode, device_name, steps, sweep, out, as_json) -> None:
     """Run real training steps and compare the measured peak with the estimate (needs `.[validate]`)."""
     mode = _choice("mode", device_name if device_name else mode, ("auto", "cuda", "cpu", "fake"))
     try:

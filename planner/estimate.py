@@ -32,7 +32,7 @@ from planner.memory import logits as lg
 from planner.memory import optimizer as opt
 from planner.memory import weights as wt
 from planner.memory.activations import Size
-from planner.memory.overhead import ALLOCATOR_RESERVE_FRACTION, CUDA_CONTEXT_BYTES
+from planner.memory.overhead import DEFAULT_OVERHEAD, Overhead
 from planner.methods import Method, lora_target_matrices
 from planner.methods import method as get_method
 from planner.setup import TrainingSetup
@@ -47,6 +47,7 @@ class Template:
 
     shape: ModelShape
     method: Method
+    overhead: Overhead
     weights: int
     quant_state: int
     gradients: int
@@ -72,6 +73,9 @@ class Template:
     outside_seq: int         # bytes per sequence position, independent of batch (rotary tables, position ids)
     a: int                   # activation bytes per element
     logit_bytes: int         # bytes per element of the logits lm_head returns
+    loss_bytes: int          # bytes per logit the loss saves (fp32 log_softmax)
+    loss_forward: int        # bytes per logit alive beside it while the loss is computed
+    loss_backward: int       # bytes per logit of the loss's gradients at the start of backward
     checkpointing: bool
     cuda: bool
     virtual_tokens: int
@@ -102,14 +106,12 @@ class Template:
         V = shape.vocab_size
         # log_softmax's fp32 output and the labels; Gemma-2's final soft-capping (tanh) saves its
         # output in the logits' dtype too
-        loss = (4 + (self.logit_bytes if shape.final_softcap else 0)) * T * V + 8 * batch_size * (s + 1)
-        # logits in the compute dtype and their fp32 copy; QLoRA's fp32 head makes fp32 logits and
-        # .float() is then a no-op
-        fwd_tr = (self.logit_bytes + (4 if self.logit_bytes != 4 else 0)) * T * V
+        loss = (self.loss_bytes + (self.logit_bytes if shape.final_softcap else 0)) * T * V + 8 * batch_size * (s + 1)
+        fwd_tr = self.loss_forward * T * V
         # the final hidden states (lm_head's input) and, for prefix tuning, the cache of every
         # layer's keys and values with the prefix live in the model's output until the loss is read
         fwd_tr += self.forward_held.bytes(*c)
-        bwd_tr = 8 * T * V
+        bwd_tr = self.loss_backward * T * V
         W, Q, G, S = self.weights, self.quant_state, self.gradients, self.optimizer_states
         forward = [W, Q, 0, S, A, loss, fwd_tr, 0]
         backward = [W, Q, 0, S, A, loss, bwd_tr, 0]
@@ -149,7 +151,8 @@ class Template:
         out = {"forward": forward, "backward": backward, "optimizer": optimizer}
         if self.cuda:
             for parts in out.values():
-                parts[7] = CUDA_CONTEXT_BYTES + int(sum(parts) * ALLOCATOR_RESERVE_FRACTION)
+                tensors = sum(parts)
+                parts[7] = self.overhead.device_used(tensors) - tensors
         return out
 
     def peak(self, seq_len: int, batch_size: int) -> int:
@@ -160,17 +163,33 @@ class Template:
 _TEMPLATES: dict[tuple, Template] = {}
 
 
-def _key(shape: ModelShape, st: TrainingSetup) -> tuple:
+def _loss_coefficients(shape: ModelShape, setup: TrainingSetup) -> dict[str, int]:
+    """Bytes per logit (batch x positions x vocabulary) of the loss, by software stack.
+
+    transformers 5 (``ForCausalLMLoss``): logits in the compute dtype, ``.float()`` (a no-op when they
+    are fp32 already), ``log_softmax`` saved in fp32; its backward starts with two fp32 gradients.
+    transformers 4 made one more contiguous fp32 copy of the shifted logits; its gpt_bigcode computed
+    its own cross-entropy on the shifted logits without the upcast, all in the logits' dtype.
+    """
+    a = act.activation_bytes(setup)
+    if setup.transformers_major < 5 and shape.model_type == "gpt_bigcode":
+        return {"loss_bytes": a, "loss_forward": 2 * a, "loss_backward": 2 * a}
+    upcast = 4 if a != 4 else 0
+    extra = 4 if setup.transformers_major < 5 else 0
+    return {"loss_bytes": 4, "loss_forward": a + upcast + extra, "loss_backward": 8}
+
+
+def _key(shape: ModelShape, st: TrainingSetup, overhead: Overhead) -> tuple:
     return (
-        shape, st.method, st.precision, st.optimizer, st.checkpointing, st.attention, st.device, st.lora_rank,
+        shape, overhead, st.method, st.precision, st.optimizer, st.checkpointing, st.attention, st.device, st.lora_rank,
         st.lora_targets, st.lora_dropout, st.adapter_size, st.num_virtual_tokens, st.prefix_projection, st.quant,
-        st.double_quant, st.uses_foreach,
+        st.double_quant, st.uses_foreach, st.kbit_upcast, st.transformers_major,
     )
 
 
-def template(shape: ModelShape, setup: TrainingSetup) -> Template:
+def template(shape: ModelShape, setup: TrainingSetup, overhead: Overhead = DEFAULT_OVERHEAD) -> Template:
     """The cached sequence- and batch-independent part of the estimate for ``shape`` and ``setup``."""
-    key = _key(shape, setup)
+    key = _key(shape, setup, overhead)
     found = _TEMPLATES.get(key)
     if found is not None:
         return found
@@ -223,6 +242,7 @@ def template(shape: ModelShape, setup: TrainingSetup) -> Template:
     t = Template(
         shape=shape,
         method=m,
+        overhead=overhead,
         weights=wt.weights(groups),
         quant_state=wt.quantization_state(groups, setup.double_quant),
         gradients=opt.gradients(groups),
@@ -248,6 +268,7 @@ def template(shape: ModelShape, setup: TrainingSetup) -> Template:
         outside_seq=outside_seq,
         a=act.activation_bytes(setup),
         logit_bytes=act.activation_bytes(setup),
+        **_loss_coefficients(shape, setup),
         checkpointing=setup.checkpointing,
         cuda=setup.device == "cuda",
         virtual_tokens=setup.virtual_tokens,
@@ -273,6 +294,22 @@ class Estimate:
     peak_phase: str
     saved_file_bytes: int
     layer_activation_bytes: tuple[int, int]   # layer 0, later layers (without checkpointing)
+    overhead: Overhead = DEFAULT_OVERHEAD
+
+    @property
+    def allocated_bytes(self) -> int:
+        """What ``torch.cuda.max_memory_allocated`` will say."""
+        return self.overhead.allocated(self.peak.tensors)
+
+    @property
+    def reserved_bytes(self) -> int:
+        """What ``torch.cuda.max_memory_reserved`` will say."""
+        return self.overhead.reserved(self.peak.tensors)
+
+    @property
+    def device_used_bytes(self) -> int:
+        """What nvidia-smi / NVML will say (CUDA context included); equals peak_bytes on CUDA."""
+        return self.overhead.device_used(self.peak.tensors)
 
     @property
     def peak(self) -> MemoryBreakdown:
@@ -287,9 +324,12 @@ class Estimate:
         return 100.0 * self.trainable_params / self.total_params if self.total_params else 0.0
 
 
-def estimate(model: ModelEntry, setup: TrainingSetup) -> Estimate:
-    """Estimate one training configuration of ``model`` (see the module docstring)."""
-    t = template(model.shape, setup)
+def estimate(model: ModelEntry, setup: TrainingSetup, overhead: Overhead = DEFAULT_OVERHEAD) -> Estimate:
+    """Estimate one training configuration of ``model`` (see the module docstring).
+
+    ``overhead``: the framework-overhead quantities (a calibration's, or the documented defaults).
+    """
+    t = template(model.shape, setup, overhead)
     raw = t.phases(setup.seq_len, setup.batch_size)
     phases = {name: MemoryBreakdown(*raw[name]) for name in PHASES}
     peak_phase = max(PHASES, key=lambda p: phases[p].total)
@@ -304,4 +344,5 @@ def estimate(model: ModelEntry, setup: TrainingSetup) -> Estimate:
         peak_phase=peak_phase,
         saved_file_bytes=t.saved_file_bytes,
         layer_activation_bytes=(t.first.bytes(*c), t.later.bytes(*c)),
+        overhead=overhead,
     )

@@ -30,19 +30,26 @@ def _gathered_layer_bytes(est: Estimate) -> int:
     return 2 * per_layer
 
 
-def sharded_peak(est: Estimate, n: int) -> int:
-    """Peak bytes per GPU with the model states fully sharded over ``n`` GPUs."""
+def sharded_tensor_peak(est: Estimate, n: int) -> int:
+    """Peak tensor bytes per GPU with the model states fully sharded over ``n`` GPUs."""
     if n == 1:
-        return est.peak_bytes
+        return est.peak.tensors
     gathered = _gathered_layer_bytes(est)
     worst = 0
     for phase, b in est.phases.items():
         states = b.weights + b.quantization_state + b.gradients + b.optimizer_states
         if phase == "optimizer":
             states += b.temporaries  # each rank steps only its own shard
-        tensors = -(-states // n) + (b.tensors - states) + gathered
-        worst = max(worst, tensors + framework_overhead(tensors, est.setup))
+        worst = max(worst, -(-states // n) + (b.tensors - states) + gathered)
     return worst
+
+
+def sharded_peak(est: Estimate, n: int) -> int:
+    """Peak bytes per GPU (device used on CUDA) with the model states fully sharded over ``n`` GPUs."""
+    if n == 1:
+        return est.peak_bytes
+    tensors = sharded_tensor_peak(est, n)
+    return tensors + framework_overhead(tensors, est.setup, est.overhead)
 
 
 def gpus_needed(est: Estimate, gpu: GPU, fraction: float = 1.0) -> int | None:

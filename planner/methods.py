@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from planner.architecture import ATTN_K, ATTN_O, ATTN_Q, ATTN_QKV, ATTN_V, ROUTER, ModelShape
+from planner.architecture import ATTN_K, ATTN_O, ATTN_Q, ATTN_QKV, ATTN_V, EXPERT_DOWN, EXPERT_GATE_UP, ROUTER, ModelShape
 from planner.dtypes import four_bit_bytes, nbytes
 from planner.errors import PlanError
 from planner.setup import TrainingSetup
@@ -191,16 +191,23 @@ def _lora(shape: ModelShape, setup: TrainingSetup) -> list[TensorGroup]:
     return base_groups(shape, _dense(setup), trainable=False) + _lora_groups(shape, setup)
 
 
-def quantized(role: str, is_linear: bool) -> bool:
-    """Whether bitsandbytes 4-bit loading quantizes a decoder matrix (transformers 5 + bnb 0.50)."""
+def quantized(role: str, is_linear: bool, transformers_major: int = 5) -> bool:
+    """Whether bitsandbytes 4-bit loading quantizes a decoder matrix.
+
+    transformers 5 (with bitsandbytes 0.50) quantizes ``nn.Linear`` modules but not MoE routers or
+    the fused 3-D expert tensors; transformers 4 kept each expert as ``nn.Linear``s, quantized too.
+    """
+    if role in (EXPERT_GATE_UP, EXPERT_DOWN):
+        return transformers_major < 5
     return is_linear and role != ROUTER
 
 
 def _qlora(shape: ModelShape, setup: TrainingSetup) -> list[TensorGroup]:
     def storage(kind: str, role: str, is_linear: bool) -> str:
-        if kind == "weight" and quantized(role, is_linear):
+        if kind == "weight" and quantized(role, is_linear, setup.transformers_major):
             return setup.quant
-        return "fp32"  # prepare_model_for_kbit_training upcasts every non-4-bit parameter
+        # prepare_model_for_kbit_training upcasts every non-4-bit parameter
+        return "fp32" if setup.kbit_upcast else setup.weight_dtype
 
     return base_groups(shape, storage, trainable=False) + _lora_groups(shape, setup)
 

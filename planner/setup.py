@@ -41,6 +41,12 @@ class TrainingSetup:
     ``cpu`` picks the CPU kernels that run on this project's CI (the validator's CPU mode).
     ``grad_ckpt``: ``None`` means the method's usual default (on for QLoRA, whose
     ``prepare_model_for_kbit_training`` enables it; off otherwise).
+    ``kbit_upcast``: QLoRA through peft's ``prepare_model_for_kbit_training`` keeps every parameter
+    that is not 4-bit in fp32, which makes the whole forward pass fp32; stacks that skip it (FSDP,
+    which needs one dtype, or plugins that load the 4-bit model themselves) keep them in bf16.
+    ``transformers_major``: 5 (fused 3-D MoE experts that bitsandbytes leaves unquantized; one fp32
+    copy of the logits) or 4 (per-expert ``nn.Linear`` experts, quantized; the loss also makes a
+    contiguous fp32 copy of the shifted logits).
     """
 
     method: str = "lora"
@@ -61,6 +67,8 @@ class TrainingSetup:
     double_quant: bool = True
     gpus: int = 1
     foreach: bool | None = None  # None: the device's default (foreach on CUDA, single-tensor on CPU)
+    kbit_upcast: bool = True     # qlora: prepare_model_for_kbit_training upcasts non-4-bit parameters to fp32
+    transformers_major: int = 5  # 4: the transformers 4 stack (per-expert Linear MoE, an extra fp32 logits copy)
     assumed: tuple[str, ...] = field(default=(), compare=False)  # options the user did not set
 
     def __post_init__(self) -> None:
@@ -91,6 +99,8 @@ class TrainingSetup:
                 raise PlanError(f"{name.replace('_', '-')} must be positive, got {value}")
             if value > limit:
                 raise PlanError(f"{name.replace('_', '-')} of {value} is beyond the supported maximum of {limit}")
+        if self.transformers_major not in (4, 5):
+            raise PlanError(f"transformers major version must be 4 or 5, got {self.transformers_major}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise PlanError(f"lora-dropout must be in [0, 1), got {self.lora_dropout}")
         if not self.lora_targets:

@@ -83,7 +83,7 @@ def activation_bytes(setup: TrainingSetup) -> int:
     pass runs on fp32 tensors (measured on CPU, transformers 5.23, peft 0.21, bitsandbytes 0.50:
     every saved tensor and the logits are fp32).
     """
-    return 4 if (setup.compute_dtype == "fp32" or setup.method == "qlora") else 2
+    return 4 if (setup.compute_dtype == "fp32" or (setup.method == "qlora" and setup.kbit_upcast)) else 2
 
 
 class _Tensor:

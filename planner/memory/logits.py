@@ -34,7 +34,7 @@ def loss_saved(shape: ModelShape, setup: TrainingSetup) -> int:
     """
     T = logit_positions(setup)
     labels = 8 * setup.batch_size * (setup.seq_len + setup.virtual_tokens + 1)
-    softcap = (4 if setup.compute_dtype == "fp32" or setup.method == "qlora" else 2) if shape.final_softcap else 0
+    softcap = (4 if setup.compute_dtype == "fp32" or (setup.method == "qlora" and setup.kbit_upcast) else 2) if shape.final_softcap else 0
     return (4 + softcap) * T * shape.vocab_size + labels
 
 

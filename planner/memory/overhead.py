@@ -1,18 +1,24 @@
 """Framework overhead: what a training process holds on the GPU beyond its tensors.
 
-Documented defaults until a calibration (``plan calibrate``) replaces them for a GPU:
+Three figures a user can check against their own tools, from the tensor peak T:
 
-- CUDA context: 512 MiB per process on a CUDA device (driver, kernels' modules, cuBLAS and
-  cuDNN handles). PyTorch's allocator never sees it; nvidia-smi does.
-- Allocator reserve: the caching allocator keeps freed blocks and splits blocks unevenly; the
-  reservation above the allocated peak is taken as 5% of the tensor peak.
+- allocated (``torch.cuda.max_memory_allocated``) = T + kernel workspaces (cuBLAS, flash
+  attention) that go through PyTorch's allocator;
+- reserved (``torch.cuda.max_memory_reserved``) = allocated x (1 + reserve_fraction) + reserve_bytes:
+  the caching allocator keeps freed blocks and splits blocks unevenly;
+- device used (nvidia-smi / NVML) = reserved + the CUDA context (driver, kernels' modules, library
+  handles), which PyTorch's allocator never sees.
 
-On a CPU device the overhead is 0: the validator's CPU accounting counts tensors only.
+The quantities come from a calibration (``plan calibrate``, ``planner.calibration``) where one
+matches the GPU; otherwise from the documented defaults below. On a CPU device there is none:
+the validator's CPU accounting counts tensors only.
 
-Known limitations: both figures vary with driver, GPU and workload; calibration exists to fit them.
+Known limitations: one linear law for the reserve; NCCL buffers of multi-GPU runs are not included.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from planner.setup import TrainingSetup
 
@@ -20,8 +26,32 @@ CUDA_CONTEXT_BYTES = 512 * 2**20
 ALLOCATOR_RESERVE_FRACTION = 0.05
 
 
-def framework_overhead(tensor_peak_bytes: int, setup: TrainingSetup) -> int:
-    """Bytes of CUDA context plus allocator reserve for a process whose tensors peak at the given bytes."""
+@dataclass(frozen=True)
+class Overhead:
+    """The calibrated quantities (bytes, or a fraction of allocated bytes)."""
+
+    workspace_bytes: int = 0
+    reserve_fraction: float = ALLOCATOR_RESERVE_FRACTION
+    reserve_bytes: int = 0
+    context_bytes: int = CUDA_CONTEXT_BYTES
+    band_fraction: float = 0.10   # relative uncertainty of device used (from residuals; default 10%)
+
+    def allocated(self, tensors: int) -> int:
+        return tensors + self.workspace_bytes
+
+    def reserved(self, tensors: int) -> int:
+        allocated = self.allocated(tensors)
+        return allocated + int(allocated * self.reserve_fraction) + self.reserve_bytes
+
+    def device_used(self, tensors: int) -> int:
+        return self.reserved(tensors) + self.context_bytes
+
+
+DEFAULT_OVERHEAD = Overhead()
+
+
+def framework_overhead(tensor_peak_bytes: int, setup: TrainingSetup, overhead: Overhead = DEFAULT_OVERHEAD) -> int:
+    """Bytes the device uses beyond the tensors at their peak (0 on a CPU device)."""
     if setup.device == "cpu":
         return 0
-    return CUDA_CONTEXT_BYTES + int(tensor_peak_bytes * ALLOCATOR_RESERVE_FRACTION)
+    return overhead.device_used(tensor_peak_bytes) - tensor_peak_bytes

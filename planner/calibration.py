@@ -1,0 +1,293 @@
+"""Calibration: the framework overhead an analytic model cannot know, fitted from measurements.
+
+Only these are fitted, never the component formulas: the kernel workspaces that go through
+PyTorch's allocator (allocated minus the exact tensor peak), the caching allocator's reserve as a
+linear law of the allocated peak (reserved = allocated x (1 + f) + b), and the CUDA context
+(device used minus reserved). Fits are robust least squares (Huber weights, iteratively
+reweighted), so one odd run does not move them. A calibration file (``data/calibration/*.json``)
+is small and human-readable and keeps its residuals.
+
+Which calibration applies: the GPU's own (the one whose torch version matches, else the newest),
+else one of the same architecture, else the documented defaults of ``planner.memory.overhead``.
+
+Observations come from the validator's ``cuda`` records (allocated, reserved, NVML used, CUDA
+context and the exact tensor peak), or from published tables that report allocated memory beside
+nvidia-smi's (``data/reference``), where the context and the reserve are fitted together as
+device used = allocated x (1 + f) + c.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from planner.catalog import GPU, data_dir
+from planner.errors import PlanError
+from planner.memory.overhead import DEFAULT_OVERHEAD, Overhead
+
+SCHEMA = 1
+_FIELDS = {"schema", "gpu", "architecture", "torch", "transformers", "driver", "date", "source", "runs",
+           "overhead", "fit", "residuals", "categories_off"}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    gpu: str
+    architecture: str | None
+    torch: str | None
+    transformers: str | None
+    driver: str | None
+    date: str
+    source: str
+    runs: int
+    overhead: Overhead
+    fit: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    residuals: tuple[dict[str, Any], ...] = field(default=(), compare=False, hash=False)
+    categories_off: tuple[dict[str, Any], ...] = field(default=(), compare=False, hash=False)
+    path: str | None = None
+
+    def describe(self) -> str:
+        versions = ", ".join(f"{k} {v}" for k, v in (("torch", self.torch), ("transformers", self.transformers),
+                                                       ("driver", self.driver)) if v)
+        return f"{self.gpu} ({versions}; {self.runs} runs, {self.date}; {self.source})"
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k != "path"}
+        out["schema"] = SCHEMA
+        out["residuals"] = list(self.residuals)
+        out["categories_off"] = list(self.categories_off)
+        return out
+
+
+def _from_json(raw: Any, path: Path) -> Calibration:
+    if not isinstance(raw, dict):
+        raise PlanError(f"calibration {path}: must hold a JSON object")
+    schema = raw.get("schema")
+    if not isinstance(schema, int):
+        raise PlanError(f"calibration {path}: missing or malformed 'schema'")
+    if schema > SCHEMA:
+        raise PlanError(f"calibration {path}: schema {schema} is newer than this fitplan reads ({SCHEMA}); upgrade fitplan")
+    unknown = set(raw) - _FIELDS
+    if unknown:
+        raise PlanError(f"calibration {path}: unknown field(s) {', '.join(sorted(unknown))}")
+    try:
+        o = raw["overhead"]
+        overhead = Overhead(
+            workspace_bytes=int(o["workspace_bytes"]), reserve_fraction=float(o["reserve_fraction"]),
+            reserve_bytes=int(o["reserve_bytes"]), context_bytes=int(o["context_bytes"]),
+            band_fraction=float(o["band_fraction"]),
+        )
+        cal = Calibration(
+            gpu=str(raw["gpu"]), architecture=raw.get("architecture"), torch=raw.get("torch"),
+            transformers=raw.get("transformers"), driver=raw.get("driver"), date=str(raw["date"]),
+            source=str(raw["source"]), runs=int(raw["runs"]), overhead=overhead, fit=dict(raw.get("fit", {})),
+            residuals=tuple(raw.get("residuals", ())), categories_off=tuple(raw.get("categories_off", ())),
+            path=str(path),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PlanError(f"calibration {path}: missing or malformed field ({exc})") from None
+    for name in ("workspace_bytes", "reserve_bytes", "context_bytes"):
+        if getattr(overhead, name) < 0:
+            raise PlanError(f"calibration {path}: {name} must not be negative")
+    if not (0 <= overhead.reserve_fraction < 1 and 0 <= overhead.band_fraction < 1):
+        raise PlanError(f"calibration {path}: reserve_fraction and band_fraction must lie in [0, 1)")
+    return cal
+
+
+def load_file(path: str | Path) -> Calibration:
+    from planner.catalog import _read_json
+
+    path = Path(path)
+    return _from_json(_read_json(path, "calibration"), path)
+
+
+@lru_cache(maxsize=1)
+def shipped() -> tuple[Calibration, ...]:
+    folder = data_dir() / "calibration"
+    if not folder.exists():
+        return ()
+    return tuple(load_file(p) for p in sorted(folder.glob("*.json")))
+
+
+def _version_key(v: str | None) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in (v or "0").split(".")[:2])
+    except ValueError:
+        return (0,)
+
+
+def pick(gpu: GPU | None, torch_version: str | None = None,
+         candidates: Sequence[Calibration] | None = None) -> Calibration | None:
+    """The calibration for ``gpu``: its own (matching torch major.minor if given, else the newest),
+    else the same architecture's; None where none matches (the defaults apply)."""
+    if gpu is None:
+        return None
+    pool = list(shipped() if candidates is None else candidates)
+    for same in ([c for c in pool if c.gpu == gpu.name],
+                 [c for c in pool if c.architecture and c.architecture == gpu.architecture]):
+        if not same:
+            continue
+        if torch_version:
+            want = _version_key(torch_version)
+            exact = [c for c in same if _version_key(c.torch) == want]
+            if exact:
+                same = exact
+        return max(same, key=lambda c: (_version_key(c.torch), c.date))
+    return None
+
+
+def overhead_for(gpu: GPU | None, torch_version: str | None = None) -> tuple[Overhead, Calibration | None]:
+    cal = pick(gpu, torch_version)
+    return (cal.overhead if cal else DEFAULT_OVERHEAD), cal
+
+
+# ---- fitting ------------------------------------------------------------------------------
+
+
+def huber_line(xs: Sequence[float], ys: Sequence[float], iterations: int = 50) -> tuple[float, float]:
+    """Robust fit y = a + b x: least squares reweighted with Huber weights (k = 1.345 MAD units).
+
+    With one point, the line through it with slope 0... returned as (y, 0).
+    """
+    n = len(xs)
+    if n == 0:
+        raise PlanError("nothing to fit: no usable observations")
+    if n == 1 or len(set(xs)) == 1:
+        return statistics.median(ys), 0.0
+    w = [1.0] * n
+    a = b = 0.0
+    for _ in range(iterations):
+        sw = sum(w)
+        mx = sum(wi * x for wi, x in zip(w, xs)) / sw
+        my = sum(wi * y for wi, y in zip(w, ys)) / sw
+        sxx = sum(wi * (x - mx) ** 2 for wi, x in zip(w, xs))
+        sxy = sum(wi * (x - mx) * (y - my) for wi, x, y in zip(w, xs, ys))
+        b_new = sxy / sxx if sxx else 0.0
+        a_new = my - b_new * mx
+        residuals = [y - (a_new + b_new * x) for x, y in zip(xs, ys)]
+        mad = statistics.median(abs(r) for r in residuals) or 1.0
+        k = 1.345 * mad / 0.6745
+        w = [1.0 if abs(r) <= k else k / abs(r) for r in residuals]
+        if math.isclose(a_new, a, rel_tol=1e-12, abs_tol=1.0) and math.isclose(b_new, b, rel_tol=1e-12, abs_tol=1e-12):
+            a, b = a_new, b_new
+            break
+        a, b = a_new, b_new
+    return a, b
+
+
+@dataclass
+class Observation:
+    """One measured run: what a tool reported, in bytes (None where it did not)."""
+
+    id: str
+    tensors: int | None = None     # exact tensor peak (the validator's accounting)
+    allocated: int | None = None
+    reserved: int | None = None
+    used: int | None = None        # device used, other processes excluded
+    context: int | None = None
+    categories_error: dict[str, float | None] = field(default_factory=dict)
+
+
+def observations_from_records(records: Iterable[dict[str, Any]]) -> list[Observation]:
+    out = []
+    for r in records:
+        m = r.get("measurement") or {}
+        if r.get("outcome") != "ok" or m.get("mode") != "cuda":
+            continue
+        out.append(Observation(
+            id=str(r.get("key")), tensors=m.get("peak_bytes"), allocated=m.get("allocated_peak_bytes"),
+            reserved=m.get("reserved_peak_bytes"), used=m.get("nvml_peak_used_bytes"),
+            context=m.get("cuda_context_bytes"),
+            categories_error=(r.get("errors_percent") or {}).get("categories", {}),
+        ))
+    return out
+
+
+def fit(observations: Sequence[Observation]) -> tuple[Overhead, dict[str, Any], list[dict[str, Any]]]:
+    """Fit the overhead quantities; returns them, a description of the fit, and the residuals."""
+    description: dict[str, Any] = {"method": "huber-irls"}
+    workspace = 0
+    pairs = [(o.allocated, o.tensors) for o in observations if o.allocated is not None and o.tensors is not None]
+    if pairs:
+        workspace = max(0, int(statistics.median(a - t for a, t in pairs)))
+        description["workspace_from"] = len(pairs)
+    with_reserved = [o for o in observations if o.allocated is not None and o.reserved is not None]
+    with_used = [o for o in observations if o.allocated is not None and o.used is not None]
+    residuals: list[dict[str, Any]] = []
+    if with_reserved:
+        a, b = huber_line([o.allocated for o in with_reserved], [o.reserved for o in with_reserved])
+        reserve_fraction, reserve_bytes = max(0.0, b - 1.0), max(0, int(a))
+        contexts = [o.context for o in observations if o.context is not None]
+        if contexts:
+            context = int(statistics.median(contexts))
+        else:
+            pairs_ctx = [o.used - o.reserved for o in observations if o.used is not None and o.reserved is not None]
+            context = int(statistics.median(pairs_ctx)) if pairs_ctx else DEFAULT_OVERHEAD.context_bytes
+        description.update(law="reserved = allocated * (1 + f) + b; used = reserved + context", reserve_from=len(with_reserved))
+    elif with_used:
+        # only allocated and device used are known: fit the reserve and the context together
+        a, b = huber_line([o.allocated for o in with_used], [o.used for o in with_used])
+        reserve_fraction, reserve_bytes, context = max(0.0, b - 1.0), 0, max(0, int(a))
+        description.update(law="used = allocated * (1 + f) + context (reserve and context fitted together)",
+                           used_from=len(with_used))
+    else:
+        raise PlanError("no observation has both an allocated and a reserved or device-used figure to fit")
+    overhead = Overhead(workspace_bytes=workspace, reserve_fraction=round(reserve_fraction, 6),
+                        reserve_bytes=reserve_bytes, context_bytes=context)
+    rel = []
+    for o in observations:
+        if o.allocated is None:
+            continue
+        tensors = o.allocated - overhead.workspace_bytes
+        for kind, measured in (("reserved", o.reserved), ("used", o.used)):
+            if measured is None:
+                continue
+            predicted = overhead.reserved(tensors) if kind == "reserved" else overhead.device_used(tensors)
+            err = 100.0 * (predicted - measured) / measured
+            rel.append(abs(err) / 100.0)
+            residuals.append({"id": o.id, "kind": kind, "measured_bytes": measured, "predicted_bytes": predicted,
+                              "error_percent": round(err, 3)})
+    band = sorted(rel)[max(0, math.ceil(0.9 * len(rel)) - 1)] if rel else DEFAULT_OVERHEAD.band_fraction
+    overhead = Overhead(workspace_bytes=overhead.workspace_bytes, reserve_fraction=overhead.reserve_fraction,
+                        reserve_bytes=overhead.reserve_bytes, context_bytes=overhead.context_bytes,
+                        band_fraction=round(min(max(band, 0.01), 0.99), 4))
+    return overhead, description, residuals
+
+
+def categories_off(observations: Sequence[Observation], limit: float = 5.0) -> list[dict[str, Any]]:
+    """Runs whose planner categories miss the measurement by more than ``limit`` percent: planner
+    bugs to fix, reported rather than absorbed into the calibration."""
+    out = []
+    for o in observations:
+        bad = {k: v for k, v in o.categories_error.items() if v is None or abs(v) > limit}
+        if bad:
+            out.append({"id": o.id, "categories_error_percent": bad})
+    return out
+
+
+def write(cal: Calibration, path: str | Path) -> Path:
+    """Write a calibration file atomically (temporary file, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(cal.to_json(), indent=2, sort_keys=True) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    shipped.cache_clear()
+    return path

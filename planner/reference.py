@@ -1,0 +1,176 @@
+"""Published, measured GPU peaks (``data/reference/published_memory.csv``) against the planner.
+
+Each row carries its settings, what was measured (``max_memory_allocated`` or
+``max_memory_reserved``) and its source. A row the planner can express becomes a TrainingSetup and
+is compared like for like: allocated with the planner's allocated figure, reserved with its
+reserved figure. Rows of methods the planner does not have (DoRA, IA3, GPTQ bases, ...) are listed
+with the reason.
+
+Two sources, two software stacks:
+- PEFT's MetaMathQA method comparison (NVIDIA L40S; torch 2.13, transformers 5.13, the stack the
+  planner models): bf16 weights with fp32 adapters, AdamW, SDPA, batch 4 padded to the longest
+  sample (at most 768 tokens: the peak is the longest batch), no checkpointing; reserved memory.
+- foundation-model-stack's fms-acceleration A100-80GB table (torch 2.4, transformers 4.48):
+  sequences of 4096 packed, FlashAttention 2, checkpointing, AdamW; allocated memory on rank 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from planner.calibration import Observation, overhead_for
+from planner.catalog import ModelEntry, data_dir, resolve_gpu, resolve_model
+from planner.estimate import estimate
+from planner.fit import sharded_tensor_peak
+from planner.setup import TrainingSetup
+
+GIB = 2**30
+MODELS = {
+    "Llama-3.2-3B": "llama-3.2-3b",
+    "bigcode/gpt_bigcode-santacoder": "santacoder",
+    "mistralai/Mistral-7B-v0.1": "mistral-7b-v0.1",
+    "mistralai/Mixtral-8x7B-Instruct-v0.1": "mixtral-8x7b",
+    "NousResearch/Llama-2-70b-hf": "llama-2-70b",
+}
+GPUS = {"NVIDIA L40S 48GB": "l40s", "A100 80GB": "a100-80"}
+EXPRESSIBLE = {"full": "full", "lora": "lora", "qlora": "qlora", "prefix_tuning": "prefix",
+               "prompt_tuning": "prompt", "p_tuning": "ptuning"}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    id: str
+    source: str
+    model: str
+    method: str
+    settings: str
+    kind: str                 # "allocated" or "reserved"
+    measured_bytes: int
+    planner_bytes: int
+    gpus: int
+    note: str = ""
+
+    @property
+    def error_percent(self) -> float:
+        return 100.0 * (self.planner_bytes - self.measured_bytes) / self.measured_bytes
+
+
+def reference_path() -> Path:
+    return data_dir() / "reference" / "published_memory.csv"
+
+
+def rows(path: str | Path | None = None) -> list[dict[str, str]]:
+    with open(path or reference_path(), newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def measured_bytes(row: dict[str, str]) -> int:
+    """The measured peak in bytes, from the exact figure in the notes where there is one."""
+    m = re.search(r"orig=(\d+) bytes", row["notes"])
+    if m:
+        return int(m.group(1))
+    m = re.search(r"orig peak alloc ([\d.]+) GiB", row["notes"])
+    if m:
+        return int(float(m.group(1)) * GIB)
+    return int(float(row["measured_gb"]) * 1e9)
+
+
+def nvidia_smi_bytes(row: dict[str, str]) -> int | None:
+    m = re.search(r"nvidia-smi peak (\d+) MiB", row["notes"])
+    return int(m.group(1)) * 2**20 if m else None
+
+
+def setup_for(row: dict[str, str]) -> tuple[ModelEntry, TrainingSetup, int, str] | str:
+    """(model, setup, GPUs, settings in words) for a row the planner expresses, else why not."""
+    method = EXPRESSIBLE.get(row["method"])
+    if method is None:
+        return f"method {row['method']!r} is not one the planner models"
+    model = resolve_model(MODELS[row["model"]])
+    notes = row["notes"]
+    if row["id"].startswith("PEFT"):
+        common = dict(seq_len=768, batch_size=4, precision="bf16", optimizer="adamw", attention="sdpa",
+                      device="cuda", grad_ckpt=False, method=method)
+        words = "bf16, AdamW, SDPA, 768 x 4, no checkpointing"
+        if method == "lora":
+            targets = tuple(t.strip() for t in row["lora_targets"].split("(")[0].split(","))
+            setup = TrainingSetup(lora_rank=int(row["lora_r"]), lora_targets=targets, **common)
+            words = f"r{row['lora_r']} {','.join(targets)}; " + words
+        elif method in ("prefix", "prompt", "ptuning"):
+            vt = int(re.search(r"num_virtual_tokens=(\d+)", notes).group(1))
+            setup = TrainingSetup(num_virtual_tokens=vt, **common)
+            words = f"{vt} virtual tokens; " + words
+        else:
+            setup = TrainingSetup(**common)
+        return model, setup, 1, words
+    gpus = int(row["n_gpus"])
+    mb = int(row["micro_batch"])
+    # 4096-token packed sequences (packing restarts positions per example, so santacoder's 2048
+    # learned positions do not cap it)
+    seq = 4096
+    # transformers 4.48: per-expert Linear MoE and the loss's extra fp32 copy of the shifted logits
+    common = dict(seq_len=seq, batch_size=mb, precision="bf16", optimizer="adamw", attention="flash",
+                  device="cuda", grad_ckpt=True, method=method, transformers_major=4)
+    words = f"{seq} x {mb}, FA2, checkpointing, {'FSDP x2' if gpus == 2 else '1 GPU'}, transformers 4"
+    if method in ("lora", "qlora"):
+        targets = ("c_attn",) if model.shape.model_type == "gpt_bigcode" else ("q_proj", "k_proj", "v_proj", "o_proj")
+        extra = {}
+        if method == "qlora":
+            # fms-acceleration's plugin loads the 4-bit model itself and FSDP needs one dtype: neither
+            # runs peft's fp32 upcast of the parameters that are not 4-bit
+            plugin = "accelerated-peft-bnb" in notes
+            extra = {"double_quant": "double quant" in row["quant"], "kbit_upcast": not (plugin or gpus > 1)}
+        setup = TrainingSetup(lora_rank=int(row["lora_r"]), lora_targets=targets, lora_dropout=0.1, **common, **extra)
+        fc = re.search(r"framework_config=([\w-]+)", notes)
+        words = f"r{row['lora_r']} q,k,v,o; " + words + (f"; {fc.group(1)}" if fc and method == "qlora" else "")
+    else:
+        setup = TrainingSetup(**common)
+    return model, setup, gpus, words
+
+
+def compare(path: str | Path | None = None) -> tuple[list[Comparison], list[tuple[str, str]]]:
+    """Every expressible row beside the planner's like-for-like figure; and the skipped rows."""
+    out, skipped = [], []
+    for row in rows(path):
+        got = setup_for(row)
+        if isinstance(got, str):
+            skipped.append((row["id"], got))
+            continue
+        model, setup, gpus, words = got
+        gpu = resolve_gpu(GPUS[row["gpu"]])
+        overhead, _ = overhead_for(gpu)
+        est = estimate(model, setup, overhead)
+        tensors = sharded_tensor_peak(est, gpus)
+        kind = "reserved" if "max_memory_reserved" in row["measured_kind"] else "allocated"
+        planner = overhead.reserved(tensors) if kind == "reserved" else overhead.allocated(tensors)
+        out.append(Comparison(row["id"], row["id"].split("-")[0], model.name, setup.method, words, kind,
+                              measured_bytes(row), planner, gpus))
+    return out, skipped
+
+
+def summary(comparisons: list[Comparison]) -> dict[str, Any]:
+    errors = [abs(c.error_percent) for c in comparisons]
+    worst = max(comparisons, key=lambda c: abs(c.error_percent)) if comparisons else None
+    return {
+        "rows": len(comparisons),
+        "median_abs_error_percent": round(statistics.median(errors), 2) if errors else None,
+        "worst": None if worst is None else {"id": worst.id, "error_percent": round(worst.error_percent, 2)},
+    }
+
+
+def observations(path: str | Path | None = None, single_gpu_only: bool = True) -> dict[str, list[Observation]]:
+    """Published rows with both an allocated and an nvidia-smi figure, by GPU, for calibration."""
+    out: dict[str, list[Observation]] = {}
+    for row in rows(path):
+        used = nvidia_smi_bytes(row)
+        if used is None or "max_memory_allocated" not in row["measured_kind"]:
+            continue
+        if single_gpu_only and row["n_gpus"] != "1":
+            continue
+        gpu = GPUS.get(row["gpu"])
+        out.setdefault(gpu, []).append(Observation(id=row["id"], allocated=measured_bytes(row), used=used))
+    return out
