@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -42,9 +43,9 @@ def _targets(text: str) -> tuple[str, ...]:
     return parts
 
 
-def _estimate_row(model, setup: TrainingSetup, gpu: GPU | None) -> tuple[dict[str, Any], Estimate | None]:
+def _estimate_row(model, setup: TrainingSetup, gpu: GPU | None, overhead=None) -> tuple[dict[str, Any], Estimate | None]:
     try:
-        est = estimate(model, setup)
+        est = estimate(model, setup, overhead) if overhead is not None else estimate(model, setup)
     except PlanError as exc:
         return {"method": setup.method, "title": REGISTRY[setup.method].title, "error": str(exc)}, None
     row: dict[str, Any] = {
@@ -62,6 +63,11 @@ def _estimate_row(model, setup: TrainingSetup, gpu: GPU | None) -> tuple[dict[st
         "gradient_checkpointing": setup.checkpointing,
         "layer_activation_bytes": {"layer_0": est.layer_activation_bytes[0], "per_later_layer": est.layer_activation_bytes[1]},
     }
+    if setup.device == "cuda":
+        row["allocated_bytes"] = est.allocated_bytes
+        row["reserved_bytes"] = est.reserved_bytes
+        row["device_used_bytes"] = est.device_used_bytes
+        row["band_bytes"] = int(est.device_used_bytes * est.overhead.band_fraction)
     if setup.method in ("lora", "qlora"):
         row["lora_rank"] = setup.lora_rank
     # spread over --gpus with fully sharded states (FSDP full shard / ZeRO-3) when more than one
@@ -118,13 +124,15 @@ def setup_options(func):
 @click.option("--gpu", "gpu_name", metavar="NAME", help="GPU to fit on (see `plan gpus`).")
 @setup_options
 @click.option("--gpus", "gpus", type=int, default=1, show_default=True, help="GPUs the step is spread over (reported per GPU).")
+@click.option("--calibration", "calibration_path", metavar="FILE|none",
+              help="A calibration file to apply, or 'none' for the defaults [default: the one matching --gpu].")
 @click.option("--device", default="cuda", show_default=True, metavar="D", help="Kernels to model: cuda, or cpu (the validator's CPU runs).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, every memory figure in integer bytes.")
 @click.version_option(__version__, prog_name="plan")
 @click.pass_context
 def cli(ctx: click.Context, model_name, gpu_name, method_name, lora_rank, lora_targets, adapter_size, num_virtual_tokens,
         prefix_projection, seq_len, batch_size, precision, optimizer, grad_ckpt, attention, quant, double_quant,
-        kbit_upcast, transformers_major, gpus, device, as_json) -> None:
+        kbit_upcast, transformers_major, gpus, calibration_path, device, as_json) -> None:
     """Plan the memory of fine-tuning a language model: `plan --model llama-70b --gpu a100-80`."""
     if ctx.invoked_subcommand is not None:
         return
@@ -167,9 +175,22 @@ def cli(ctx: click.Context, model_name, gpu_name, method_name, lora_rank, lora_t
         kbit_upcast=kbit_upcast, transformers_major=transformers_major, **values,
     )
     lora_target_matrices(model.shape, base.lora_targets)  # a bad target is bad input for every method
+    from planner.calibration import overhead_for
+
+    if calibration_path and calibration_path.lower() == "none":
+        from planner.memory.overhead import DEFAULT_OVERHEAD
+
+        overhead, cal = DEFAULT_OVERHEAD, None
+    elif calibration_path:
+        from planner.calibration import load_file
+
+        cal = load_file(calibration_path)
+        overhead = cal.overhead
+    else:
+        overhead, cal = overhead_for(gpu)
     rows, ests = [], {}
     for name in methods:
-        row, est = _estimate_row(model, base.with_(method=name), gpu)
+        row, est = _estimate_row(model, base.with_(method=name), gpu, overhead)
         rows.append(row)
         if est is not None:
             ests[name] = est
@@ -187,6 +208,9 @@ def cli(ctx: click.Context, model_name, gpu_name, method_name, lora_rank, lora_t
         },
         "gpu": _gpu_json(gpu) if gpu else None,
         "setup": {k: v for k, v in base.to_dict().items() if k not in ("method", "grad_ckpt")} | {"grad_ckpt": grad_ckpt},
+        "calibration": None if cal is None else {"gpu": cal.gpu, "torch": cal.torch, "transformers": cal.transformers,
+                                                  "runs": cal.runs, "date": cal.date, "source": cal.source,
+                                                  "file": Path(cal.path).name if cal.path else None},
         "assumed": list(assumed),
         "notes": notes,
         "methods": rows,
@@ -217,6 +241,11 @@ def cli(ctx: click.Context, model_name, gpu_name, method_name, lora_rank, lora_t
                    f"saves {est.saved_file_bytes / 2**20:,.1f} MiB ({row['saved_kind']})")
         click.echo("Memory by training phase, GiB (2**30 bytes):")
         click.echo(phase_table(est))
+        if device == "cuda":
+            band = gib(row["band_bytes"])
+            click.echo(f"What the tools will say at the peak: allocated {gib(est.allocated_bytes)} GiB "
+                       f"(torch.cuda.max_memory_allocated), reserved {gib(est.reserved_bytes)} GiB, "
+                       f"device used {gib(est.device_used_bytes)} ± {band} GiB (nvidia-smi)")
         if gpu is not None:
             n = row["gpus_needed"]
             verdict = "fits" if row["fits"] else (f"needs {n} GPUs (FSDP full shard)" if n else "does not fit at any GPU count")
@@ -227,6 +256,12 @@ def cli(ctx: click.Context, model_name, gpu_name, method_name, lora_rank, lora_t
     if rec is not None:
         click.echo("")
         click.echo(f"Recommended: {rec.method}" + (f" r={rec.lora_rank}" if rec.lora_rank else "") + f" ({rec.reason})")
+    if device == "cuda" and (gpu is not None or cal is not None):
+        if cal is not None:
+            click.echo(f"Calibration: {cal.describe()}")
+        else:
+            click.echo(f"Calibration: none matches {gpu.name} or its architecture ({gpu.architecture}); documented defaults "
+                       "(CUDA context 512 MiB, allocator reserve 5%)")
     for note in notes:
         click.echo(f"Note: {note}")
     if assumed:
@@ -266,6 +301,126 @@ def validate_cmd(model_name, method_name, lora_rank, lora_targets, adapter_size,
     if steps < 2:
         raise PlanError("--steps must be at least 2: the optimizer's state appears at the first")
     validate_command(settings, mode, sweep, out, as_json)
+
+
+@cli.command("reference")
+@click.option("--file", "path", metavar="CSV", help="Published measurements [default: data/reference/published_memory.csv].")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def reference_cmd(path, as_json) -> None:
+    """Published, measured GPU peaks beside the planner's like-for-like figures."""
+    from planner import reference
+
+    if path and not Path(path).exists():
+        raise PlanError(f"reference file {path}: no such file")
+    comparisons, skipped = reference.compare(path)
+    summary = reference.summary(comparisons)
+    if as_json:
+        click.echo(to_json({
+            "summary": summary,
+            "rows": [{"id": c.id, "model": c.model, "method": c.method, "settings": c.settings, "kind": c.kind,
+                      "gpus": c.gpus, "measured_bytes": c.measured_bytes, "planner_bytes": c.planner_bytes,
+                      "error_percent": round(c.error_percent, 3)} for c in comparisons],
+            "skipped": [{"id": i, "reason": r} for i, r in skipped],
+        }))
+        return
+    table = [[c.id, c.model, c.method, c.kind, gib(c.measured_bytes), gib(c.planner_bytes), f"{c.error_percent:+.1f}%",
+              c.settings] for c in comparisons]
+    click.echo("Published peaks against the planner, GiB (2**30 bytes), allocated with allocated, reserved with reserved:")
+    click.echo(tabulate(table, ["row", "model", "method", "measured", "measured", "planner", "error", "settings"]))
+    click.echo(f"{summary['rows']} rows; median |error| {summary['median_abs_error_percent']}%; "
+               f"worst {summary['worst']['id']} {summary['worst']['error_percent']:+.1f}%")
+    click.echo(f"{len(skipped)} rows not expressible: " + ", ".join(f"{i}" for i, _ in skipped))
+
+
+@cli.command("calibrate")
+@click.argument("records", nargs=-1)
+@click.option("--reference", "use_reference", is_flag=True,
+              help="Fit from the published rows that report allocated memory beside nvidia-smi's.")
+@click.option("--gpu", "gpu_name", metavar="NAME", help="The GPU the records come from [default: from the records].")
+@click.option("--out", metavar="FILE", help="Where to write [default: data/calibration/<gpu>-torch<version>.json].")
+@click.option("--json", "as_json", is_flag=True, help="Print the calibration as JSON.")
+def calibrate_cmd(records, use_reference, gpu_name, out, as_json) -> None:
+    """Fit the framework overhead (workspaces, allocator reserve, CUDA context) from measurements."""
+    import datetime as dt
+
+    from planner import calibration, reference
+    from planner.catalog import data_dir
+
+    if not records and not use_reference:
+        raise PlanError("give validator records (JSONL files from `plan validate --mode cuda`) or --reference")
+    observations, provenance, off = [], {}, []
+    if use_reference:
+        by_gpu = reference.observations()
+        gpu = resolve_gpu(gpu_name or "a100-80")
+        observations = by_gpu.get(gpu.name, [])
+        if not observations:
+            raise PlanError(f"the published rows report no allocated/nvidia-smi pairs for {gpu.name}; "
+                            f"they do for: {', '.join(sorted(by_gpu))}")
+        provenance = {"torch": "2.4", "transformers": "4.48", "driver": None,
+                      "source": "published rows (foundation-model-stack fms-acceleration A100-80GB table), single GPU"}
+    else:
+        from validate.records import read_records
+
+        loaded = []
+        for path in records:
+            if not Path(path).exists():
+                raise PlanError(f"records file {path}: no such file")
+            loaded += read_records(path)
+        cuda = [r for r in loaded if (r.get("measurement") or {}).get("mode") == "cuda" and r.get("outcome") == "ok"]
+        if not cuda:
+            raise PlanError("the records hold no successful cuda-mode run to fit (cpu and fake runs have no allocator)")
+        names = {r["device"].get("gpu") for r in cuda}
+        gpu = resolve_gpu(gpu_name) if gpu_name else _gpu_from_device_name(names)
+        observations = calibration.observations_from_records(cuda)
+        off = calibration.categories_off(observations)
+        first = cuda[0]
+        provenance = {"torch": (first.get("versions") or {}).get("torch"),
+                      "transformers": (first.get("versions") or {}).get("transformers"),
+                      "driver": first["device"].get("driver"), "source": ", ".join(records)}
+    overhead, description, residuals = calibration.fit(observations)
+    cal = calibration.Calibration(
+        gpu=gpu.name, architecture=gpu.architecture, torch=provenance["torch"], transformers=provenance["transformers"],
+        driver=provenance["driver"], date=dt.date.today().isoformat(), source=provenance["source"],
+        runs=len(observations), overhead=overhead, fit=description, residuals=tuple(residuals),
+        categories_off=tuple(off),
+    )
+    torch_tag = (provenance["torch"] or "unknown").split("+")[0]
+    path = Path(out) if out else data_dir() / "calibration" / f"{gpu.name}-torch{torch_tag}.json"
+    calibration.write(cal, path)
+    if as_json:
+        click.echo(to_json({**cal.to_json(), "path": str(path)}))
+        return
+    o = overhead
+    click.echo(f"Calibration for {gpu.name} from {len(observations)} runs written to {path}")
+    click.echo(f"  workspaces {o.workspace_bytes / 2**20:,.0f} MiB; reserve {100 * o.reserve_fraction:.1f}% + "
+               f"{o.reserve_bytes / 2**20:,.0f} MiB; CUDA context {o.context_bytes / 2**20:,.0f} MiB; "
+               f"band ±{100 * o.band_fraction:.1f}% ({description['law']})")
+    errs = [abs(r["error_percent"]) for r in residuals]
+    if errs:
+        click.echo(f"  residuals: median {sorted(errs)[len(errs) // 2]:.1f}%, worst {max(errs):.1f}%")
+    if off:
+        click.echo(f"  {len(off)} runs have planner categories off by more than 5% (planner bugs, not absorbed):")
+        for item in off[:10]:
+            click.echo(f"    {item['id']}: {item['categories_error_percent']}")
+
+
+def _gpu_from_device_name(names: set) -> GPU:
+    """The catalog GPU whose display name best matches what torch reported."""
+    from planner.catalog import gpu_catalog
+
+    names = {n for n in names if n}
+    if len(names) != 1:
+        raise PlanError(f"records come from {len(names)} GPU kinds ({', '.join(sorted(map(str, names)))}); pass --gpu")
+    reported = next(iter(names)).lower()
+    best = None
+    for g in gpu_catalog().values():
+        tokens = [t for t in g.display_name.lower().replace("nvidia", "").split() if t]
+        score = sum(t in reported for t in tokens)
+        if best is None or score > best[0]:
+            best = (score, g)
+    if best is None or best[0] == 0:
+        raise PlanError(f"no catalog GPU matches {reported!r}; pass --gpu")
+    return best[1]
 
 
 @cli.command("models")
