@@ -196,7 +196,7 @@ def cli(ctx: click.Context, model_name, gpu_name, method_name, lora_rank, lora_t
             ests[name] = est
     if not ests:
         raise PlanError(rows[0]["error"])
-    rec = recommend(model, base, gpu) if gpu is not None and method_name is None else None
+    rec = recommend(model, base, gpu, overhead) if gpu is not None and method_name is None else None
     if rec is not None:
         for r in rows:
             r["recommended"] = r["method"] == rec.method

@@ -15,6 +15,7 @@ from planner.catalog import GPU, ModelEntry
 from planner.errors import PlanError
 from planner.estimate import Estimate, estimate
 from planner.fit import fits, gpus_needed
+from planner.memory.overhead import DEFAULT_OVERHEAD, Overhead
 from planner.methods import REGISTRY
 from planner.setup import TrainingSetup
 
@@ -33,30 +34,30 @@ class Recommendation:
     estimate: Estimate | None
 
 
-def _try(model: ModelEntry, setup: TrainingSetup) -> Estimate | None:
+def _try(model: ModelEntry, setup: TrainingSetup, overhead: Overhead) -> Estimate | None:
     try:
-        return estimate(model, setup)
+        return estimate(model, setup, overhead)
     except PlanError:
         return None
 
 
-def _best_rank(model: ModelEntry, setup: TrainingSetup, gpu: GPU) -> Estimate | None:
+def _best_rank(model: ModelEntry, setup: TrainingSetup, gpu: GPU, overhead: Overhead) -> Estimate | None:
     for rank in RANKS_UP + RANKS_DOWN:
-        est = _try(model, setup.with_(lora_rank=rank))
+        est = _try(model, setup.with_(lora_rank=rank), overhead)
         if est is not None and fits(est, gpu, HEADROOM):
             return est
     return None
 
 
-def recommend(model: ModelEntry, base: TrainingSetup, gpu: GPU) -> Recommendation:
+def recommend(model: ModelEntry, base: TrainingSetup, gpu: GPU, overhead: Overhead = DEFAULT_OVERHEAD) -> Recommendation:
     ordered = sorted(REGISTRY.values(), key=lambda m: -m.strength)
     budget = gpu.usable_memory_bytes
     for m in ordered:
         setup = base.with_(method=m.name)
         if m.name in ("lora", "qlora"):
-            est = _best_rank(model, setup, gpu)
+            est = _best_rank(model, setup, gpu, overhead)
         else:
-            est = _try(model, setup)
+            est = _try(model, setup, overhead)
             est = est if est is not None and fits(est, gpu, HEADROOM) else None
         if est is None:
             continue
@@ -70,7 +71,7 @@ def recommend(model: ModelEntry, base: TrainingSetup, gpu: GPU) -> Recommendatio
         return Recommendation(m.name, rank, 1, why, est)
     best: tuple[int, int, Estimate] | None = None
     for m in ordered:
-        est = _try(model, base.with_(method=m.name))
+        est = _try(model, base.with_(method=m.name), overhead)
         if est is None:
             continue
         n = gpus_needed(est, gpu, HEADROOM)
