@@ -491,7 +491,9 @@ def layer_backward_temporaries(shape: ModelShape, setup: TrainingSetup) -> tuple
     # incoming gradient and the gradient of the projection's input
     compute = 4 if setup.compute_dtype == "fp32" else 2
     largest = max(m.in_features * m.out_features for m in shape.matrices if m.is_linear)
-    return (temps, Size(token=a * (h + i), const=compute * largest))
+    # dropout after the MLP adds its own gradient of the hidden size
+    hidden_grads = 2 if shape.dropout > 0 else 1
+    return (temps, Size(token=a * (hidden_grads * h + i), const=compute * largest))
 
 
 def top_layer_freed(shape: ModelShape, setup: TrainingSetup) -> Size:
