@@ -179,6 +179,11 @@ _GPU_FIELDS = {
     "sources": list,
     "notes": str,
 }
+_GPU_OPTIONAL = {
+    "price_usd_per_hour": (int, float, type(None)),
+    "price_date": (str, type(None)),
+    "price_source": (str, type(None)),
+}
 
 
 @dataclass(frozen=True)
@@ -203,21 +208,26 @@ class GPU:
     tdp_watts: float | None
     sources: tuple[str, ...]
     notes: str
+    price_usd_per_hour: float | None = None   # indicative, on-demand, one GPU
+    price_date: str | None = None
+    price_source: str | None = None
 
 
 def _gpu_from(raw: Any, path: Path) -> GPU:
     if not isinstance(raw, dict):
         raise PlanError(f"GPU file {path}: must hold a JSON object")
-    unknown = set(raw) - set(_GPU_FIELDS)
+    unknown = set(raw) - set(_GPU_FIELDS) - set(_GPU_OPTIONAL)
     if unknown:
         raise PlanError(f"GPU file {path}: unknown field(s) {', '.join(sorted(unknown))}")
     missing = set(_GPU_FIELDS) - set(raw)
     if missing:
         raise PlanError(f"GPU file {path}: missing field(s) {', '.join(sorted(missing))}")
-    for key, types in _GPU_FIELDS.items():
+    for key, types in {**_GPU_FIELDS, **{k: v for k, v in _GPU_OPTIONAL.items() if k in raw}}.items():
         value = raw[key]
         if not isinstance(value, types) or (isinstance(value, bool) and types is not bool):
             raise PlanError(f"GPU file {path}: field {key!r} has the wrong type ({value!r})")
+    if raw.get("price_usd_per_hour") is not None and raw["price_usd_per_hour"] <= 0:
+        raise PlanError(f"GPU file {path}: field 'price_usd_per_hour' must be positive or null")
     for key in ("memory_bytes", "usable_memory_bytes", "hbm_gbps"):
         if raw[key] <= 0:
             raise PlanError(f"GPU file {path}: field {key!r} must be positive")

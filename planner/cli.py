@@ -12,7 +12,8 @@ from planner import __version__
 from planner.catalog import GPU, gpu_aliases, gpu_catalog, model_aliases, model_names, preset_info, resolve_gpu, resolve_model
 from planner.errors import PlanError, unknown_choice
 from planner.estimate import PHASES, Estimate, estimate
-from planner.fit import gpus_needed, sharded_peak
+from planner.fit import gpus_needed
+from planner.sharding import OFFLOADS, STRATEGIES, Placement, per_gpu
 from planner.methods import REGISTRY, lora_target_matrices
 from planner.recommend import recommend
 from planner.render import gib, tabulate, model_line, phase_table, plan_table, setup_line, to_json
@@ -43,7 +44,7 @@ def _targets(text: str) -> tuple[str, ...]:
     return parts
 
 
-def _estimate_row(model, setup: TrainingSetup, gpu: GPU | None, overhead=None) -> tuple[dict[str, Any], Estimate | None]:
+def _estimate_row(model, setup: TrainingSetup, gpu: GPU | None, overhead=None, placement=None) -> tuple[dict[str, Any], Estimate | None]:
     try:
         est = estimate(model, setup, overhead) if overhead is not None else estimate(model, setup)
     except PlanError as exc:
@@ -70,15 +71,54 @@ def _estimate_row(model, setup: TrainingSetup, gpu: GPU | None, overhead=None) -
         row["band_bytes"] = int(est.device_used_bytes * est.overhead.band_fraction)
     if setup.method in ("lora", "qlora"):
         row["lora_rank"] = setup.lora_rank
-    # spread over --gpus with fully sharded states (FSDP full shard / ZeRO-3) when more than one
-    row["peak_bytes_per_gpu"] = sharded_peak(est, setup.gpus)
-    if setup.gpus > 1:
-        row["sharding"] = "fsdp-full-shard"
+    # spread over --gpus with the chosen sharding (fsdp when more than one GPU and none was chosen)
+    row["peak_bytes_per_gpu"] = est.peak_bytes
+    if placement is not None and placement.gpus > 1:
+        spread = per_gpu(est, placement)
+        row["peak_bytes_per_gpu"] = spread.peak_bytes
+        row["sharding"] = placement.strategy
+        row["offload"] = placement.offload
+        row["host_bytes_per_node"] = spread.host_bytes_per_node
     if gpu is not None:
         row["fits"] = row["peak_bytes_per_gpu"] <= gpu.usable_memory_bytes
         row["gpus_needed"] = gpus_needed(est, gpu)
-        row.setdefault("sharding", "none" if row["gpus_needed"] == 1 else "fsdp-full-shard")
+        row.setdefault("sharding", "none" if row["gpus_needed"] == 1 else "fsdp")
     return row, est
+
+
+def _sharded_json(o) -> dict[str, Any]:
+    return {"sharding": o.placement.strategy, "offload": o.placement.offload, "gpus": o.placement.gpus,
+            "nodes": o.placement.nodes, "peak_bytes_per_gpu": o.peak_bytes, "peak_phase": o.phase,
+            "host_bytes_per_node": o.host_bytes_per_node, "breakdown": o.per_gpu.to_dict_no_total()}
+
+
+def _suggestion_json(x) -> dict[str, Any]:
+    return {"gpu": x.gpu.name, **_sharded_json(x.result), "gradient_checkpointing": x.setup.checkpointing,
+            "headroom_fraction": round(x.headroom_fraction, 4), "price_usd_per_hour": x.price_per_hour,
+            "price_date": x.gpu.price_date, "hours": x.hours, "cost_usd": x.cost}
+
+
+def _print_suggestions(suggestions, tokens, mfu) -> None:
+    click.echo("")
+    how = "cost to finish" if tokens else "indicative price per hour"
+    click.echo(f"GPU configurations that hold the step, cheapest {how} first (prices: on-demand, indicative, per "
+               "data/gpus; GiB is 2**30 bytes):")
+    table = []
+    for x in suggestions:
+        p = x.result.placement
+        row = [x.gpu.name, p.gpus, p.nodes, p.strategy, p.offload, "on" if x.setup.checkpointing else "off",
+               gib(x.result.peak_bytes), f"{100 * x.headroom_fraction:.0f}%",
+               "-" if x.price_per_hour is None else f"${x.price_per_hour:,.2f} ({x.gpu.price_date})"]
+        if tokens:
+            row += ["-" if x.hours is None else f"{x.hours:,.1f}", "-" if x.cost is None else f"${x.cost:,.0f}"]
+        table.append(row)
+    headers = ["gpu", "GPUs", "nodes", "sharding", "offload", "ckpt", "GiB/GPU", "headroom", "$/h all GPUs"]
+    if tokens:
+        headers += ["hours", "cost"]
+    click.echo(tabulate(table, headers))
+    if tokens:
+        click.echo(f"Time: tokens x FLOPs per token (6 x parameters for full fine-tuning, 4 x with a frozen base, "
+                   f"+2 x with checkpointing) at {100 * mfu:.0f}% of each GPU's bf16 peak.")
 
 
 def _gpu_json(gpu: GPU) -> dict[str, Any]:
@@ -124,6 +164,15 @@ def setup_options(func):
 @click.option("--gpu", "gpu_name", metavar="NAME", help="GPU to fit on (see `plan gpus`).")
 @setup_options
 @click.option("--gpus", "gpus", type=int, default=1, show_default=True, help="GPUs the step is spread over (reported per GPU).")
+@click.option("--sharding", default="auto", show_default=True, metavar="S",
+              help="auto, none, ddp, zero1, zero2, zero3, fsdp or hybrid (auto: fsdp when --gpus > 1).")
+@click.option("--offload", default="none", show_default=True, metavar="O", help="none, optimizer or params (to host memory).")
+@click.option("--gpus-per-node", type=int, default=8, show_default=True, help="GPUs per node, for nodes and hybrid sharding.")
+@click.option("--suggest", is_flag=True, help="Rank every catalog GPU by the cheapest configuration that holds the step.")
+@click.option("--max-batch", is_flag=True, help="Find the largest micro batch that fits --gpu.")
+@click.option("--max-seq-len", is_flag=True, help="Find the longest sequence that fits --gpu.")
+@click.option("--tokens", type=int, default=None, metavar="N", help="Tokens to train on: adds time and cost estimates.")
+@click.option("--mfu", type=float, default=0.40, show_default=True, help="Share of the GPU's bf16 peak reached, for --tokens.")
 @click.option("--calibration", "calibration_path", metavar="FILE|none",
               help="A calibration file to apply, or 'none' for the defaults [default: the one matching --gpu].")
 @click.option("--device", default="cuda", show_default=True, metavar="D", help="Kernels to model: cuda, or cpu (the validator's CPU runs).")
@@ -132,7 +181,8 @@ def setup_options(func):
 @click.pass_context
 def cli(ctx: click.Context, model_name, gpu_name, method_name, lora_rank, lora_targets, adapter_size, num_virtual_tokens,
         prefix_projection, seq_len, batch_size, precision, optimizer, grad_ckpt, attention, quant, double_quant,
-        kbit_upcast, transformers_major, gpus, calibration_path, device, as_json) -> None:
+        kbit_upcast, transformers_major, gpus, sharding, offload, gpus_per_node, suggest, max_batch, max_seq_len, tokens,
+        mfu, calibration_path, device, as_json) -> None:
     """Plan the memory of fine-tuning a language model: `plan --model llama-70b --gpu a100-80`."""
     if ctx.invoked_subcommand is not None:
         return
@@ -175,6 +225,20 @@ def cli(ctx: click.Context, model_name, gpu_name, method_name, lora_rank, lora_t
         kbit_upcast=kbit_upcast, transformers_major=transformers_major, **values,
     )
     lora_target_matrices(model.shape, base.lora_targets)  # a bad target is bad input for every method
+    sharding = _choice("sharding", sharding, ("auto",) + STRATEGIES)
+    offload = _choice("offload", offload, OFFLOADS)
+    if gpus_per_node < 1:
+        raise PlanError(f"gpus-per-node must be positive, got {gpus_per_node}")
+    if tokens is not None and tokens <= 0:
+        raise PlanError(f"tokens must be positive, got {tokens}")
+    if not 0 < mfu <= 1:
+        raise PlanError(f"mfu must lie in (0, 1], got {mfu}")
+    if (max_batch or max_seq_len) and (gpu is None or method_name is None):
+        raise PlanError("--max-batch and --max-seq-len need --gpu and --method")
+    placement = None
+    if gpus > 1 or sharding not in ("auto", "none") or offload != "none":
+        strategy = "fsdp" if sharding in ("auto", "none") else sharding
+        placement = Placement(strategy, gpus, gpus_per_node, offload)
     from planner.calibration import overhead_for
 
     if calibration_path and calibration_path.lower() == "none":
@@ -190,7 +254,7 @@ def cli(ctx: click.Context, model_name, gpu_name, method_name, lora_rank, lora_t
         overhead, cal = overhead_for(gpu)
     rows, ests = [], {}
     for name in methods:
-        row, est = _estimate_row(model, base.with_(method=name), gpu, overhead)
+        row, est = _estimate_row(model, base.with_(method=name), gpu, overhead, placement)
         rows.append(row)
         if est is not None:
             ests[name] = est
@@ -219,6 +283,49 @@ def cli(ctx: click.Context, model_name, gpu_name, method_name, lora_rank, lora_t
             "peak_bytes": rec.estimate.peak_bytes if rec.estimate else None,
         },
     }
+    suggestions = None
+    if suggest:
+        from planner.calibration import overhead_for as _ov
+        from planner.catalog import gpu_catalog
+        from planner.suggest import suggest as _suggest
+
+        target = base.with_(method=methods[0] if method_name else "lora")
+        suggestions = _suggest(model, target, {g.name: _ov(g)[0] for g in gpu_catalog().values()}, tokens, mfu,
+                               gpus_per_node)
+        payload["suggestions"] = [_suggestion_json(x) for x in suggestions]
+    spread_options = None
+    ckpt_note = ""
+    if method_name and gpu is not None and not suggest:
+        est = ests[methods[0]]
+        from planner.sharding import options as _options
+
+        spread_options = [] if rows[0].get("fits") and placement is None else _options(est, gpu.usable_memory_bytes, gpus_per_node)
+        ckpt_note = ""
+        if not spread_options and not rows[0].get("fits") and grad_ckpt is None and not est.setup.checkpointing \
+                and est.setup.method != "prefix":
+            # not chosen by the user: show what checkpointing makes possible
+            est = estimate(model, est.setup.with_(grad_ckpt=True), overhead)
+            spread_options = _options(est, gpu.usable_memory_bytes, gpus_per_node)
+            ckpt_note = " with gradient checkpointing (without it, no count holds the step)"
+        payload["sharding_options"] = [_sharded_json(x) for x in spread_options]
+        payload["sharding_options_checkpointing"] = est.setup.checkpointing
+        if tokens:
+            from planner.suggest import training_time_hours
+
+            n = placement.gpus if placement else (spread_options[0].placement.gpus if spread_options else 1)
+            hours = training_time_hours(model, est.setup, gpu, n, tokens, mfu)
+            payload["training"] = {"tokens": tokens, "gpus": n, "mfu": mfu, "hours": hours,
+                                   "cost_usd": None if hours is None or gpu.price_usd_per_hour is None
+                                   else hours * n * gpu.price_usd_per_hour}
+    searched = {}
+    if max_batch or max_seq_len:
+        from planner.suggest import largest
+
+        for flag, field in ((max_batch, "batch_size"), (max_seq_len, "seq_len")):
+            if flag:
+                value = largest(model, ests[methods[0]].setup, gpu.usable_memory_bytes, field, overhead)
+                searched[field] = value
+        payload["largest"] = searched
     if as_json:
         click.echo(to_json(payload))
         return
@@ -253,6 +360,29 @@ def cli(ctx: click.Context, model_name, gpu_name, method_name, lora_rank, lora_t
     for r in rows:
         if "error" in r:
             click.echo(f"  {r['method']}: not estimated: {r['error']}")
+    if spread_options:
+        click.echo("")
+        click.echo(f"Across {gpu.name} GPUs ({gpus_per_node} per node), the fewest that hold the step for each "
+                   f"sharding{ckpt_note}:")
+        click.echo(tabulate([[o.placement.strategy, o.placement.offload, o.placement.gpus, o.placement.nodes,
+                              gib(o.peak_bytes), gib(o.host_bytes_per_node), o.phase] for o in spread_options],
+                            ["sharding", "offload", "GPUs", "nodes", "GiB per GPU", "host GiB per node", "peak phase"]))
+    elif method_name and gpu is not None and not suggest and not rows[0].get("fits"):
+        click.echo(f"No sharding or offload holds this step on {gpu.name} at any count up to 4096 GPUs: the "
+                   "activations are not sharded; enable --grad-ckpt, shorten the sequence or lower the batch.")
+    if "training" in payload:
+        t = payload["training"]
+        cost = "" if t["cost_usd"] is None else f", about ${t['cost_usd']:,.0f} at {gpu.name}'s indicative price ({gpu.price_date})"
+        hours = "unknown (no bf16/fp16 peak in the catalog)" if t["hours"] is None else f"{t['hours']:,.1f} h"
+        click.echo(f"Training {tokens:,} tokens on {t['gpus']} x {gpu.name} at {100 * mfu:.0f}% of peak: {hours}{cost}")
+    for field, value in searched.items():
+        name = "micro batch" if field == "batch_size" else "sequence length"
+        if value is None:
+            click.echo(f"Largest {name} that fits one {gpu.name}: none (1 does not fit)")
+        else:
+            click.echo(f"Largest {name} that fits one {gpu.name}: {value:,} (the next one up does not fit)")
+    if suggestions is not None:
+        _print_suggestions(suggestions, tokens, mfu)
     if rec is not None:
         click.echo("")
         click.echo(f"Recommended: {rec.method}" + (f" r={rec.lora_rank}" if rec.lora_rank else "") + f" ({rec.reason})")

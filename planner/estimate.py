@@ -202,12 +202,13 @@ def template(shape: ModelShape, setup: TrainingSetup, overhead: Overhead = DEFAU
         tied_extra = nbytes(shape.embedding_params, setup.weight_dtype)
     L = shape.num_layers
     trainable = [g for g in groups if g.trainable]
-    layer_grads = sum(g.data_bytes() for g in trainable if g.count >= L and g.count % L == 0)
     # gradients that exist when backward reaches the layers: the head's, the final norm's, and a
     # tied embedding's (it is the head); embeddings, positions and prompt encoders come last
     # (a tied head's gradient is a temporary until the embedding's backward sums into it: tied_extra)
     head_labels = ("lm_head.", shape.final_norm.name + ".")
-    head_grads = sum(g.data_bytes() for g in trainable if g.label.startswith(head_labels))
+    grad_per = (lambda g: 4 * g.elements) if setup.master_weights else (lambda g: g.data_bytes())
+    layer_grads = sum(grad_per(g) for g in trainable if g.count >= L and g.count % L == 0)
+    head_grads = sum(grad_per(g) for g in trainable if g.label.startswith(head_labels))
     embedding_grads = sum(g.data_bytes() for g in trainable if g.label == "embed_tokens" and not shape.tie_word_embeddings)
     r = 4 if setup.mixed else act.activation_bytes(setup)
     forward_held = act.Size(token=r * shape.hidden_size)
@@ -245,7 +246,7 @@ def template(shape: ModelShape, setup: TrainingSetup, overhead: Overhead = DEFAU
         overhead=overhead,
         weights=wt.weights(groups),
         quant_state=wt.quantization_state(groups, setup.double_quant),
-        gradients=opt.gradients(groups),
+        gradients=opt.gradients(groups, setup),
         optimizer_states=opt.optimizer_states(groups, setup),
         optimizer_temporaries=opt.optimizer_temporaries(groups, setup, shape.num_layers),
         tied_extra=tied_extra,

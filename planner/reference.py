@@ -26,7 +26,7 @@ from typing import Any
 from planner.calibration import Observation, overhead_for
 from planner.catalog import ModelEntry, data_dir, resolve_gpu, resolve_model
 from planner.estimate import estimate
-from planner.fit import sharded_tensor_peak
+from planner.sharding import Placement, per_gpu
 from planner.setup import TrainingSetup
 
 GIB = 2**30
@@ -144,7 +144,7 @@ def compare(path: str | Path | None = None) -> tuple[list[Comparison], list[tupl
         gpu = resolve_gpu(GPUS[row["gpu"]])
         overhead, _ = overhead_for(gpu)
         est = estimate(model, setup, overhead)
-        tensors = sharded_tensor_peak(est, gpus)
+        tensors = est.peak.tensors if gpus == 1 else per_gpu(est, Placement("fsdp", gpus)).per_gpu.tensors
         kind = "reserved" if "max_memory_reserved" in row["measured_kind"] else "allocated"
         planner = overhead.reserved(tensors) if kind == "reserved" else overhead.allocated(tensors)
         out.append(Comparison(row["id"], row["id"].split("-")[0], model.name, setup.method, words, kind,

@@ -7,7 +7,7 @@ from typing import Any
 
 from planner.errors import PlanError, unknown_choice
 
-PRECISIONS = ("fp32", "bf16", "fp16", "bf16-mixed", "fp16-mixed")
+PRECISIONS = ("fp32", "bf16", "fp16", "bf16-mixed", "fp16-mixed", "bf16-master")
 ATTENTIONS = ("eager", "sdpa", "flash")
 DEVICES = ("cuda", "cpu")
 QUANTS = ("nf4", "fp4")
@@ -36,7 +36,8 @@ class TrainingSetup:
 
     ``precision``: ``bf16``/``fp16``/``fp32`` keep weights, gradients and optimizer states in that
     type (pure low-precision training); ``bf16-mixed``/``fp16-mixed`` keep fp32 weights and states
-    and run matrix products under autocast (torch AMP).
+    and run matrix products under autocast (torch AMP); ``bf16-master`` keeps bf16 weights with an
+    fp32 master copy, fp32 gradients and fp32 states (DeepSpeed / Megatron mixed precision).
     ``device``: ``cuda`` picks CUDA kernels (flash / memory-efficient SDPA, foreach AdamW);
     ``cpu`` picks the CPU kernels that run on this project's CI (the validator's CPU mode).
     ``grad_ckpt``: ``None`` means the method's usual default (on for QLoRA, whose
@@ -132,7 +133,13 @@ class TrainingSetup:
     @property
     def weight_dtype(self) -> str:
         """The dtype the (unquantized) model weights are stored in."""
-        return "fp32" if self.mixed else self.precision
+        return "fp32" if self.mixed else self.compute_dtype
+
+    @property
+    def master_weights(self) -> bool:
+        """bf16 weights with an fp32 master copy, fp32 gradients and fp32 optimizer states, as
+        DeepSpeed's and Megatron's mixed precision keep them (18 bytes per trained parameter)."""
+        return self.precision == "bf16-master"
 
     @property
     def uses_foreach(self) -> bool:

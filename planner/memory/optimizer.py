@@ -15,6 +15,8 @@ Formulas per optimizer, for a trainable tensor of n elements stored in b bytes p
   the row and column second-moment statistics in the gradient's dtype; for vectors one full
   statistic.
 - ``lion`` (bitsandbytes Lion, 32-bit): one fp32 momentum, 4 n.
+- under ``bf16-master`` precision the states are fp32 whatever the weights, beside a 4 n fp32
+  master copy of every trained tensor.
 
 Known limitations: the step temporaries are modelled for torch AdamW (single-tensor and
 foreach) and bounded by the largest tensor for the others; fused AdamW and ZeRO are elsewhere.
@@ -32,8 +34,11 @@ BNB_MIN_8BIT_SIZE = 4096  # bitsandbytes Optimizer8bit min_8bit_size
 BNB_BLOCK = 256           # bitsandbytes blockwise 8-bit state block
 
 
-def gradients(groups: Sequence[TensorGroup]) -> int:
-    """Bytes of the gradients of trainable tensors, each in its parameter's dtype."""
+def gradients(groups: Sequence[TensorGroup], setup: TrainingSetup | None = None) -> int:
+    """Bytes of the gradients of trainable tensors, each in its parameter's dtype (fp32 under
+    ``bf16-master``, whose optimizer reduces and keeps fp32 gradients)."""
+    if setup is not None and setup.master_weights:
+        return sum(4 * g.elements for g in groups if g.trainable)
     return sum(g.data_bytes() for g in groups if g.trainable)
 
 
@@ -51,6 +56,9 @@ def optimizer_states(groups: Sequence[TensorGroup], setup: TrainingSetup) -> int
         if not g.trainable:
             continue
         n, per = g.numel, nbytes(g.numel, g.storage)
+        if setup.master_weights:
+            per = 4 * n                      # states in fp32 ...
+            total += g.count * 4 * n         # ... beside the fp32 master copy
         if opt == "adamw":
             state = 2 * per + (4 if setup.device == "cpu" else 0)
         elif opt in ("adamw-8bit", "paged-adamw-8bit"):

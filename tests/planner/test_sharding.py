@@ -1,0 +1,140 @@
+"""Sharding, offload and the searches over GPUs, batch and sequence."""
+
+import subprocess
+import sys
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from planner.calibration import overhead_for
+from planner.catalog import gpu_catalog, load_preset, model_names, resolve_gpu
+from planner.estimate import estimate, template
+from planner.setup import TrainingSetup
+from planner.sharding import Placement, per_gpu
+from planner.suggest import largest, suggest
+
+GIB = 2**30
+LLAMA_8B = load_preset("llama-3.1-8b")
+P = LLAMA_8B.shape.parameter_count
+EMBEDDING = LLAMA_8B.shape.embedding_params
+
+
+def _model_states(result):
+    b = result.per_gpu
+    return b.weights + b.gradients + b.optimizer_states
+
+
+def _full(**kw):
+    return estimate(LLAMA_8B, TrainingSetup(method="full", precision="bf16-master", grad_ckpt=True, seq_len=1,
+                                            batch_size=1, **kw))
+
+
+def test_zero3_on_8_gpus_agrees_with_deepspeeds_cold_estimator():
+    """DeepSpeed's estimate_zero3_model_states_mem_needs_all_cold(8B, largest layer = the embedding,
+    8 GPUs) prints "18.78GB": 18 x params / 8 + 4 x largest layer, in GiB. The planner shards the
+    same 18 bytes per parameter (bf16 weight, fp32 gradient, fp32 master, fp32 moments) and gathers
+    the root unit (embedding and head, bf16: 4 bytes per embedding parameter) unsharded."""
+    deepspeed = 18 * P // 8 + 4 * EMBEDDING
+    assert abs(deepspeed / GIB - 18.78) < 0.005
+    result = per_gpu(_full(), Placement("zero3", 8))
+    assert abs(_model_states(result) - 18 * P // 8) <= 8
+    root = 2 * 2 * EMBEDDING + 2 * LLAMA_8B.shape.final_norm.params
+    assert abs(_model_states(result) + root - deepspeed) / deepspeed < 0.001
+
+
+def test_zero2_differs_from_deepspeeds_cold_estimator_by_a_full_gradient_copy():
+    """DeepSpeed's ZeRO-2 cold estimate is 4 x params + 16 x params / GPUs: it keeps a full bf16
+    gradient beside the bf16 weights. Stage 2 reduce-scatters gradients bucket by bucket as backward
+    makes them, so no full copy lives; the planner counts one layer's bucket instead: 2 bytes per
+    parameter fewer."""
+    deepspeed = 4 * P + 16 * P // 8
+    result = per_gpu(_full(), Placement("zero2", 8))
+    ours = _model_states(result)
+    assert abs(ours - (2 * P + 16 * P // 8)) <= 8
+    assert abs((deepspeed - ours) - 2 * P) <= 8
+
+
+def test_peft_under_zero3_is_far_below_deepspeeds_estimate():
+    """DeepSpeed's estimators count 18 bytes for every parameter, frozen ones included; under LoRA the
+    frozen base has no gradients and no optimizer state: 2 bytes of bf16 weight, sharded."""
+    lora = estimate(LLAMA_8B, TrainingSetup(method="lora", precision="bf16-master", grad_ckpt=True, seq_len=1, batch_size=1))
+    result = per_gpu(lora, Placement("zero3", 8))
+    assert _model_states(result) < 0.15 * (18 * P // 8)
+    assert result.per_gpu.weights == -(-lora.peak.weights // 8)
+
+
+def test_more_gpus_never_need_more_memory_per_gpu_and_offload_moves_it_to_the_host():
+    est = estimate(load_preset("llama-3.1-70b"), TrainingSetup(method="full", grad_ckpt=True))
+    peaks = [per_gpu(est, Placement("fsdp", n)).peak_bytes for n in (2, 4, 8, 16, 32, 64)]
+    assert peaks == sorted(peaks, reverse=True)
+    plain = per_gpu(est, Placement("zero3", 16))
+    offloaded = per_gpu(est, Placement("zero3", 16, offload="optimizer"))
+    assert offloaded.peak_bytes < plain.peak_bytes and offloaded.host_bytes_per_node > 0 == plain.host_bytes_per_node
+    ddp = per_gpu(est, Placement("ddp", 16))
+    assert ddp.per_gpu.gradients == 2 * est.peak.gradients  # DDP's buckets: a second copy
+
+
+@settings(max_examples=40, deadline=None)
+@given(name=st.sampled_from([n for n in model_names() if load_preset(n).shape.parameter_count < 15 * 10**9]),
+       gpu=st.sampled_from(sorted(gpu_catalog())), method=st.sampled_from(["full", "lora", "qlora", "prompt"]),
+       field=st.sampled_from(["batch_size", "seq_len"]))
+def test_the_largest_value_found_fits_and_one_more_does_not(name, gpu, method, field):
+    model, g = load_preset(name), resolve_gpu(gpu)
+    overhead, _ = overhead_for(g)
+    setup = TrainingSetup(method=method, seq_len=512, batch_size=1, grad_ckpt=True)
+    value = largest(model, setup, g.usable_memory_bytes, field, overhead)
+    t = template(model.shape, setup, overhead)
+
+    def peak(v):
+        return t.peak(setup.seq_len, v) if field == "batch_size" else t.peak(v, setup.batch_size)
+
+    if value is None:
+        assert peak(1) > g.usable_memory_bytes
+    else:
+        assert peak(value) <= g.usable_memory_bytes
+        assert value >= 10**6 or peak(value + 1) > g.usable_memory_bytes
+
+
+def test_suggest_ranks_configurations_that_fit_by_cost():
+    model = load_preset("llama-3.1-70b")
+    overheads = {g.name: overhead_for(g)[0] for g in gpu_catalog().values()}
+    found = suggest(model, TrainingSetup(method="lora"), overheads, tokens=10**9)
+    assert len(found) >= 10
+    priced = [s.cost for s in found if s.cost is not None]
+    assert priced == sorted(priced)
+    for s in found:
+        assert s.result.peak_bytes <= s.gpu.usable_memory_bytes
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "planner.cli", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_cli_suggest_and_max_batch():
+    r = run("--model", "llama-3.1-70b", "--method", "lora", "--suggest", "--tokens", "1000000000")
+    assert r.returncode == 0, r.stderr
+    assert "GPU configurations that hold the step, cheapest cost to finish first" in r.stdout
+    r = run("--model", "qwen2.5-7b", "--gpu", "rtx-4090", "--method", "qlora", "--max-batch", "--max-seq-len")
+    assert r.returncode == 0, r.stderr
+    assert "Largest micro batch that fits one rtx-4090:" in r.stdout
+    assert "Largest sequence length that fits one rtx-4090:" in r.stdout
+
+
+def test_cli_405b_full_needs_sharding_across_nodes():
+    r = run("--model", "llama-3.1-405b", "--gpu", "h100-80", "--method", "full", "--json")
+    assert r.returncode == 0, r.stderr
+    import json
+
+    payload = json.loads(r.stdout)
+    opts = payload["sharding_options"]
+    assert opts and all(o["gpus"] > 8 for o in opts)
+    assert {o["sharding"] for o in opts} >= {"zero3", "fsdp"}
+
+
+def test_cli_bad_sharding_inputs():
+    r = run("--model", "gpt2", "--sharding", "zero4")
+    assert r.returncode == 2 and "unknown sharding 'zero4'" in r.stderr
+    r = run("--model", "gpt2", "--offload", "params", "--sharding", "zero1", "--gpus", "2")
+    assert r.returncode == 2 and "offloading parameters needs sharded parameters" in r.stderr
+    r = run("--model", "gpt2", "--max-batch")
+    assert r.returncode == 2 and "need --gpu and --method" in r.stderr
