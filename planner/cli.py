@@ -406,12 +406,14 @@ def cli(ctx: click.Context, model_name, gpu_name, method_name, lora_rank, lora_t
               help="auto, cuda (a GPU), cpu (a real CPU run) or fake (fake tensors, any size).")
 @click.option("--device", "device_name", default=None, metavar="D", help="cuda or cpu: the same as --mode.")
 @click.option("--steps", type=int, default=2, show_default=True, help="Optimizer steps to run (at least 2).")
+@click.option("--nproc", type=int, default=1, show_default=True, help="Ranks to run (local processes; gloo on a CPU).")
+@click.option("--sharding", "validate_sharding", default=None, metavar="S", help="With --nproc > 1: fsdp (FSDP2 full shard).")
 @click.option("--sweep", metavar="FILE", help="A TOML sweep (see data/sweeps/) to run instead of one setting.")
 @click.option("--out", metavar="FILE", help="JSONL file the records are appended to (needed with --sweep).")
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 def validate_cmd(model_name, method_name, lora_rank, lora_targets, adapter_size, num_virtual_tokens, prefix_projection,
                  seq_len, batch_size, precision, optimizer, grad_ckpt, attention, quant, double_quant, kbit_upcast,
-                 transformers_major, mode, device_name, steps, sweep, out, as_json) -> None:
+                 transformers_major, mode, device_name, steps, nproc, validate_sharding, sweep, out, as_json) -> None:
     """Run real training steps and compare the measured peak with the estimate (needs `.[validate]`)."""
     mode = _choice("mode", device_name if device_name else mode, ("auto", "cuda", "cpu", "fake"))
     try:
@@ -430,6 +432,17 @@ def validate_cmd(model_name, method_name, lora_rank, lora_targets, adapter_size,
     }
     if steps < 2:
         raise PlanError("--steps must be at least 2: the optimizer's state appears at the first")
+    if nproc < 1:
+        raise PlanError(f"nproc must be positive, got {nproc}")
+    if nproc > 1:
+        sharding = _choice("sharding", validate_sharding or "fsdp", ("fsdp",))
+        if mode not in ("auto", "cpu", "cuda"):
+            raise PlanError("--nproc runs real ranks: use --mode cpu (gloo) or cuda (NCCL)")
+        settings.update(nproc=nproc, sharding=sharding)
+    elif validate_sharding:
+        raise PlanError("--sharding needs --nproc 2 or more")
+    settings["kbit_upcast"] = kbit_upcast
+    settings["transformers_major"] = transformers_major
     validate_command(settings, mode, sweep, out, as_json)
 
 

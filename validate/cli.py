@@ -43,6 +43,13 @@ def render(record: dict[str, Any]) -> str:
         lines.append(f"Outcome: {outcome}: {record.get('error')}")
         return "\n".join(lines)
     m, e, err = record["measurement"], record["estimate"], record["errors_percent"]
+    if "ranks" in m:
+        lines.append(f"Measured on {len(m['ranks'])} ranks with FSDP2 ({m['mode']}), {m['steps']} steps, in "
+                     f"{m['duration_s']:.1f} s; the planner's estimate for {e['placement']}, per rank")
+        rows = [[r["rank"], _mib(e["peak_bytes_per_rank"]), _mib(r["peak_bytes"]), f"{pct:+.2f}%"]
+                for r, pct in zip(m["ranks"], err["ranks"])]
+        lines.append(tabulate(rows, ["rank", "estimate MiB", "measured MiB", "error"]))
+        return "\n".join(lines)
     how = {"cuda": "on the GPU (allocator statistics and NVML)", "cpu": "on the CPU, real tensors, exact accounting",
            "fake": "on fake tensors (CPU kernels), no memory used"}[m["mode"]]
     lines.append(f"Measured {how}, {m['steps']} steps, in {m['duration_s']:.1f} s" +

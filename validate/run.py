@@ -51,9 +51,9 @@ from validate.records import (
 SETUP_KEYS = (
     "method", "seq_len", "batch_size", "precision", "optimizer", "grad_ckpt", "attention", "lora_rank",
     "lora_targets", "lora_dropout", "adapter_size", "num_virtual_tokens", "prefix_projection", "quant",
-    "double_quant", "foreach",
+    "double_quant", "foreach", "kbit_upcast", "transformers_major",
 )
-RUN_KEYS = ("model", "mode", "steps")
+RUN_KEYS = ("model", "mode", "steps", "nproc", "sharding")
 
 
 def _raw_config(entry: ModelEntry) -> dict[str, Any]:
@@ -114,6 +114,9 @@ def validate_one(settings: dict[str, Any], base: str | Path = ".") -> dict[str, 
         "categories": est.peak.coarse(),
         "breakdown": est.peak.to_dict_no_total(),
     }
+    nproc = int(settings.get("nproc") or 1)
+    if nproc > 1:
+        return _validate_sharded(record, entry, setup, mode, nproc, int(settings.get("steps", 2)), started)
     try:
         m = measure(_raw_config(entry), entry.shape, setup, mode, steps=int(settings.get("steps", 2)))
     except PlanError as exc:
@@ -135,6 +138,28 @@ def validate_one(settings: dict[str, Any], base: str | Path = ".") -> dict[str, 
                 "categories": errors_percent(est.peak.coarse(), measured),
             },
         )
+    record["duration_s"] = round(time.perf_counter() - started, 3)
+    return record
+
+
+def _validate_sharded(record: dict[str, Any], entry: ModelEntry, setup: TrainingSetup, mode: str, nproc: int,
+                      steps: int, started: float) -> dict[str, Any]:
+    """FSDP2 over ``nproc`` local ranks beside the planner's per-GPU estimate for that placement."""
+    from planner.sharding import Placement, per_gpu
+    from validate.distributed import measure_fsdp
+
+    est = estimate(entry, setup)
+    planned = per_gpu(est, Placement("fsdp", nproc))
+    record["estimate"] = {"peak_bytes_per_rank": planned.per_gpu.tensors, "peak_phase": planned.phase,
+                          "breakdown": planned.per_gpu.to_dict_no_total(), "placement": f"fsdp x{nproc}"}
+    try:
+        m = measure_fsdp(_raw_config(entry), entry.shape, setup, nproc, steps, use_cuda=mode == "cuda")
+    except Exception as exc:  # noqa: BLE001 - recorded, not raised
+        record.update(outcome="error", error=f"{type(exc).__name__}: {exc}"[:500])
+    else:
+        record.update(outcome="ok", measurement=m, errors_percent={
+            "ranks": [round(100.0 * (planned.per_gpu.tensors - r["peak_bytes"]) / r["peak_bytes"], 3) for r in m["ranks"]],
+        })
     record["duration_s"] = round(time.perf_counter() - started, 3)
     return record
 
