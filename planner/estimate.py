@@ -163,22 +163,6 @@ class Template:
 _TEMPLATES: dict[tuple, Template] = {}
 
 
-def _loss_coefficients(shape: ModelShape, setup: TrainingSetup) -> dict[str, int]:
-    """Bytes per logit (batch x positions x vocabulary) of the loss, by software stack.
-
-    transformers 5 (``ForCausalLMLoss``): logits in the compute dtype, ``.float()`` (a no-op when they
-    are fp32 already), ``log_softmax`` saved in fp32; its backward starts with two fp32 gradients.
-    transformers 4 made one more contiguous fp32 copy of the shifted logits; its gpt_bigcode computed
-    its own cross-entropy on the shifted logits without the upcast, all in the logits' dtype.
-    """
-    a = act.activation_bytes(setup)
-    if setup.transformers_major < 5 and shape.model_type == "gpt_bigcode":
-        return {"loss_bytes": a, "loss_forward": 2 * a, "loss_backward": 2 * a}
-    upcast = 4 if a != 4 else 0
-    extra = 4 if setup.transformers_major < 5 else 0
-    return {"loss_bytes": 4, "loss_forward": a + upcast + extra, "loss_backward": 8}
-
-
 def _key(shape: ModelShape, st: TrainingSetup, overhead: Overhead) -> tuple:
     return (
         shape, overhead, st.method, st.precision, st.optimizer, st.checkpointing, st.attention, st.device, st.lora_rank,
@@ -269,7 +253,7 @@ def template(shape: ModelShape, setup: TrainingSetup, overhead: Overhead = DEFAU
         outside_seq=outside_seq,
         a=act.activation_bytes(setup),
         logit_bytes=act.activation_bytes(setup),
-        **_loss_coefficients(shape, setup),
+        **lg.loss_coefficients(shape, setup),
         checkpointing=setup.checkpointing,
         cuda=setup.device == "cuda",
         virtual_tokens=setup.virtual_tokens,

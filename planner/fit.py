@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from planner.breakdown import MemoryBreakdown
 from planner.catalog import GPU
 from planner.estimate import Estimate
 
@@ -22,7 +21,3 @@ def gpus_needed(est: Estimate, gpu: GPU, fraction: float = 1.0) -> int | None:
         return 1
     found = fewest_gpus(est, "fsdp", "none", budget)
     return found.placement.gpus if found else None
-
-
-def peak_breakdown(est: Estimate) -> MemoryBreakdown:
-    return est.peak

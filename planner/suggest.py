@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from planner.catalog import GPU, ModelEntry, gpu_catalog
 from planner.errors import PlanError
-from planner.estimate import Estimate, estimate, template
+from planner.estimate import estimate, template
 from planner.memory.overhead import Overhead
 from planner.setup import MAX_BATCH, MAX_SEQ_LEN, TrainingSetup
 from planner.sharding import DEFAULT_GPUS_PER_NODE, ShardedPeak, options
@@ -119,7 +119,3 @@ def largest(model: ModelEntry, setup: TrainingSetup, budget: int, field: str, ov
         else:
             hi = mid
     return lo
-
-
-def estimate_with(model: ModelEntry, setup: TrainingSetup, overhead: Overhead, **changes) -> Estimate:
-    return estimate(model, setup.with_(**changes), overhead)

@@ -443,34 +443,6 @@ def _counts(shape: ModelShape, setup: TrainingSetup) -> tuple[int, int, int, int
     return b * s, b * shape.num_heads * s * kv, s * kv, b * s * kv, b
 
 
-def layer_bytes(shape: ModelShape, setup: TrainingSetup) -> tuple[int, int]:
-    """Bytes saved by layer 0 and by each later layer, without checkpointing."""
-    forms = activation_forms(shape, setup)
-    counts = _counts(shape, setup)
-    return forms.first.bytes(*counts), forms.later.bytes(*counts)
-
-
-def activations(shape: ModelShape, setup: TrainingSetup) -> int:
-    """Bytes the decoder layers hold for backward at the end of the forward pass.
-
-    Without checkpointing: layer 0's saved set plus (layers - 1) later layers'. With it: every
-    layer's input hidden states, ``layers x tokens x hidden x dtype bytes``.
-    """
-    forms = activation_forms(shape, setup)
-    counts = _counts(shape, setup)
-    if setup.checkpointing:
-        return shape.num_layers * forms.checkpoint.bytes(*counts)
-    return forms.first.bytes(*counts) + (shape.num_layers - 1) * forms.later.bytes(*counts)
-
-
-def recompute_bytes(shape: ModelShape, setup: TrainingSetup) -> int:
-    """Extra bytes live while one checkpointed layer is recomputed in backward (0 without checkpointing)."""
-    if not setup.checkpointing:
-        return 0
-    return activation_forms(shape, setup).later.bytes(*_counts(shape, setup))
-
-
-
 def layer_backward_temporaries(shape: ModelShape, setup: TrainingSetup) -> tuple[Size, ...]:
     """Gradients alive inside one layer's MLP backward, beyond what the layer saved (measured, CPU):
     alternatives, the largest of which is the peak.

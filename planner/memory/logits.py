@@ -12,6 +12,7 @@ saved for backward; neither the logits nor their fp32 copy is saved. Measured on
   live: 8 T V bytes beyond what the forward keeps. Checkpointing does not remove any of this.
 
 T counts every position the model computes logits for: batch x (sequence + virtual tokens).
+The coefficients below are bytes per logit (T x V); planner.estimate multiplies them out.
 
 Known limitations: models whose loss chunks or fuses the logits (Liger, Cut Cross-Entropy) are
 not modelled; the logits of every position are computed (no ``logits_to_keep``).
@@ -20,32 +21,23 @@ not modelled; the logits of every position are computed (no ``logits_to_keep``).
 from __future__ import annotations
 
 from planner.architecture import ModelShape
+from planner.memory.activations import activation_bytes
 from planner.setup import TrainingSetup
 
 
-def logit_positions(setup: TrainingSetup) -> int:
-    return setup.batch_size * (setup.seq_len + setup.virtual_tokens)
+def loss_coefficients(shape: ModelShape, setup: TrainingSetup) -> dict[str, int]:
+    """Bytes per logit (batch x positions x vocabulary) of the loss, by software stack.
 
-
-def loss_saved(shape: ModelShape, setup: TrainingSetup) -> int:
-    """Bytes the loss keeps for backward: fp32 log_softmax (4 T V) plus int64 padded labels.
-
-    Gemma-2's final logit soft-capping (``tanh(logits / cap) * cap``) saves the tanh output too.
+    ``loss_bytes``: what the loss saves (fp32 log_softmax); ``loss_forward``: what is alive beside
+    it while it is computed (the logits in the compute dtype and their fp32 copy, which is the same
+    tensor when the logits are fp32 already); ``loss_backward``: the two fp32 gradients at the start
+    of backward. transformers 4 made one more contiguous fp32 copy of the shifted logits; its
+    gpt_bigcode computed its own cross-entropy on the shifted logits without the upcast, all in the
+    logits' dtype. Gemma-2's final soft-capping (tanh) saves its output too (planner.estimate adds it).
     """
-    T = logit_positions(setup)
-    labels = 8 * setup.batch_size * (setup.seq_len + setup.virtual_tokens + 1)
-    softcap = (4 if setup.compute_dtype == "fp32" or (setup.method == "qlora" and setup.kbit_upcast) else 2) if shape.final_softcap else 0
-    return (4 + softcap) * T * shape.vocab_size + labels
-
-
-def logits_forward_transient(shape: ModelShape, setup: TrainingSetup) -> int:
-    """Extra bytes live while the loss is computed in the forward pass: logits and their fp32 copy."""
-    a = 4 if setup.compute_dtype == "fp32" else 2
-    T = logit_positions(setup)
-    # in fp32 the .float() is a no-op, so the copy does not exist
-    return (a + (4 if a != 4 else 0)) * T * shape.vocab_size
-
-
-def logits_backward_transient(shape: ModelShape, setup: TrainingSetup) -> int:
-    """Extra bytes at the start of backward: the two fp32 T x V gradients of the loss."""
-    return 8 * logit_positions(setup) * shape.vocab_size
+    a = activation_bytes(setup)
+    if setup.transformers_major < 5 and shape.model_type == "gpt_bigcode":
+        return {"loss_bytes": a, "loss_forward": 2 * a, "loss_backward": 2 * a}
+    upcast = 4 if a != 4 else 0
+    extra = 4 if setup.transformers_major < 5 else 0
+    return {"loss_bytes": 4, "loss_forward": a + upcast + extra, "loss_backward": 8}

@@ -120,7 +120,6 @@ def optimizer_temporaries(groups: Sequence[TensorGroup], setup: TrainingSetup, l
     trainable = [g for g in groups if g.trainable]
     if not trainable:
         return 0
-    largest = max(nbytes(g.numel, g.storage) for g in trainable)
     largest_fp32 = max(4 * g.numel for g in trainable)
     opt = setup.optimizer
     if opt == "adamw":
