@@ -86,6 +86,27 @@ def _estimate_row(model, setup: TrainingSetup, gpu: GPU | None, overhead=None, p
     return row, est
 
 
+def _plot(path, model, gpu, rows, ests, spread_options, methods, method_name) -> None:
+    from planner.plot import breakdown_chart
+
+    if method_name and spread_options:
+        # one bar per GPU count where sharding applies
+        bars = []
+        seen = set()
+        for o in sorted(spread_options, key=lambda o: o.placement.gpus):
+            key = (o.placement.gpus, o.placement.offload)
+            if key not in seen:
+                seen.add(key)
+                label = f"{o.placement.gpus} x {o.placement.strategy}" + (f" +{o.placement.offload}" if o.placement.offload != "none" else "")
+                bars.append((label, o.per_gpu.to_dict_no_total()))
+        title = f"{model.name}, {ests[methods[0]].method.title}: memory per GPU"
+    else:
+        bars = [(r["method"], r["peak_breakdown"]) for r in rows if "error" not in r]
+        title = f"{model.name}: peak memory per GPU by method"
+    limit = gpu.usable_memory_bytes if gpu else None
+    breakdown_chart(bars, title, limit, f"{gpu.name} usable" if gpu else None, path)
+
+
 def _sharded_json(o) -> dict[str, Any]:
     return {"sharding": o.placement.strategy, "offload": o.placement.offload, "gpus": o.placement.gpus,
             "nodes": o.placement.nodes, "peak_bytes_per_gpu": o.peak_bytes, "peak_phase": o.phase,
@@ -173,6 +194,7 @@ def setup_options(func):
 @click.option("--max-seq-len", is_flag=True, help="Find the longest sequence that fits --gpu.")
 @click.option("--tokens", type=int, default=None, metavar="N", help="Tokens to train on: adds time and cost estimates.")
 @click.option("--mfu", type=float, default=0.40, show_default=True, help="Share of the GPU's bf16 peak reached, for --tokens.")
+@click.option("--plot", "plot_path", metavar="FILE", help="Draw the breakdown as stacked bars (.png, .svg or .pdf; needs .[plot]).")
 @click.option("--calibration", "calibration_path", metavar="FILE|none",
               help="A calibration file to apply, or 'none' for the defaults [default: the one matching --gpu].")
 @click.option("--device", default="cuda", show_default=True, metavar="D", help="Kernels to model: cuda, or cpu (the validator's CPU runs).")
@@ -182,7 +204,7 @@ def setup_options(func):
 def cli(ctx: click.Context, model_name, gpu_name, method_name, lora_rank, lora_targets, adapter_size, num_virtual_tokens,
         prefix_projection, seq_len, batch_size, precision, optimizer, grad_ckpt, attention, quant, double_quant,
         kbit_upcast, transformers_major, gpus, sharding, offload, gpus_per_node, suggest, max_batch, max_seq_len, tokens,
-        mfu, calibration_path, device, as_json) -> None:
+        mfu, plot_path, calibration_path, device, as_json) -> None:
     """Plan the memory of fine-tuning a language model: `plan --model llama-70b --gpu a100-80`."""
     if ctx.invoked_subcommand is not None:
         return
@@ -326,6 +348,9 @@ def cli(ctx: click.Context, model_name, gpu_name, method_name, lora_rank, lora_t
                 value = largest(model, ests[methods[0]].setup, gpu.usable_memory_bytes, field, overhead)
                 searched[field] = value
         payload["largest"] = searched
+    if plot_path:
+        _plot(plot_path, model, gpu, rows, ests, spread_options, methods, method_name)
+        payload["plot"] = plot_path
     if as_json:
         click.echo(to_json(payload))
         return
@@ -394,9 +419,16 @@ def cli(ctx: click.Context, model_name, gpu_name, method_name, lora_rank, lora_t
                        "(CUDA context 512 MiB, allocator reserve 5%)")
     for note in notes:
         click.echo(f"Note: {note}")
+    if rec is not None:
+        click.echo("* the recommended method")
     if assumed:
-        shown = ", ".join(f"{k.replace('_', ' ')} {getattr(first.setup, k)}" for k in assumed)
-        click.echo(f"Assumed (not given): {shown}.")
+        words = {"seq_len": ("sequence length", "--seq-len"), "batch_size": ("micro batch", "--batch-size"),
+                 "precision": ("precision", "--precision"), "optimizer": ("optimizer", "--optimizer"),
+                 "attention": ("attention kernel", "--attention")}
+        click.echo("Assumed, not chosen (change with the option named):")
+        for i, k in enumerate(assumed, 1):
+            name, option = words[k]
+            click.echo(f"  [{i}] {name} {getattr(first.setup, k)} ({option})")
 
 
 @cli.command("validate")
@@ -410,10 +442,12 @@ def cli(ctx: click.Context, model_name, gpu_name, method_name, lora_rank, lora_t
 @click.option("--sharding", "validate_sharding", default=None, metavar="S", help="With --nproc > 1: fsdp (FSDP2 full shard).")
 @click.option("--sweep", metavar="FILE", help="A TOML sweep (see data/sweeps/) to run instead of one setting.")
 @click.option("--out", metavar="FILE", help="JSONL file the records are appended to (needed with --sweep).")
+@click.option("--plot", "plot_path", metavar="FILE", help="Draw estimate beside measurement (needs .[plot]).")
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 def validate_cmd(model_name, method_name, lora_rank, lora_targets, adapter_size, num_virtual_tokens, prefix_projection,
                  seq_len, batch_size, precision, optimizer, grad_ckpt, attention, quant, double_quant, kbit_upcast,
-                 transformers_major, mode, device_name, steps, nproc, validate_sharding, sweep, out, as_json) -> None:
+                 transformers_major, mode, device_name, steps, nproc, validate_sharding, sweep, out, plot_path,
+                 as_json) -> None:
     """Run real training steps and compare the measured peak with the estimate (needs `.[validate]`)."""
     mode = _choice("mode", device_name if device_name else mode, ("auto", "cuda", "cpu", "fake"))
     try:
@@ -443,7 +477,7 @@ def validate_cmd(model_name, method_name, lora_rank, lora_targets, adapter_size,
         raise PlanError("--sharding needs --nproc 2 or more")
     settings["kbit_upcast"] = kbit_upcast
     settings["transformers_major"] = transformers_major
-    validate_command(settings, mode, sweep, out, as_json)
+    validate_command(settings, mode, sweep, out, as_json, plot_path)
 
 
 @cli.command("reference")

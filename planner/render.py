@@ -31,9 +31,12 @@ def tabulate(rows: list[list[Any]], headers: list[str]) -> str:
     (Written here rather than imported: tabulate 0.10 pulls in importlib.metadata, a quarter of the
     planner's cold-start budget.)
     """
+    import click
+
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    # pad by the visible width: ANSI colour codes take no room on the screen
+    widths = [max(len(click.unstyle(r[i])) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c + " " * (w - len(click.unstyle(c))) for c, w in zip(r, widths)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -73,6 +76,23 @@ def setup_line(est: Estimate) -> str:
     )
 
 
+def _styled() -> bool:
+    """Colour only for a terminal, and never where NO_COLOR is set (no-color.org)."""
+    import os
+    import sys
+
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+def fit_cell(fits: bool, needs: int | None) -> str:
+    text = "✓" if fits else (f"needs {needs}" if needs else "✗")
+    if not _styled():
+        return text
+    import click
+
+    return click.style(text, fg="green" if fits else ("yellow" if needs else "red"))
+
+
 def plan_table(rows: list[dict[str, Any]], gpu: GPU | None) -> str:
     headers = ["method", "trainable", "weights", "quant", "grads", "optim", "activ", "logits", "temps", "overhead", "peak/GPU", "saves"]
     if gpu is not None:
@@ -91,8 +111,7 @@ def plan_table(rows: list[dict[str, Any]], gpu: GPU | None) -> str:
             gib(r["peak_bytes_per_gpu"]), gib(r["saved_bytes"]),
         ]
         if gpu is not None:
-            n = r["gpus_needed"]
-            line.append("yes" if r["fits"] else (f"needs {n}" if n else "no"))
+            line.append(fit_cell(r["fits"], r["gpus_needed"]))
         table.append(line)
     return tabulate(table, headers)
 

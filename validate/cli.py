@@ -68,7 +68,8 @@ def render(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def validate_command(settings: dict[str, Any], mode: str, sweep: str | None, out: str | None, as_json: bool) -> None:
+def validate_command(settings: dict[str, Any], mode: str, sweep: str | None, out: str | None, as_json: bool,
+                     plot_path: str | None = None) -> None:
     from validate import run as runner
     from validate.measure import cuda_available
 
@@ -94,9 +95,17 @@ def validate_command(settings: dict[str, Any], mode: str, sweep: str | None, out
     if settings.get("model") is None:
         raise PlanError("missing --model (or --sweep FILE): e.g. plan validate --model llama-3.2-1b --method lora")
     settings["mode"] = mode
+    if plot_path:
+        from planner.plot import _check_path
+
+        _check_path(plot_path)  # a bad name fails before the run, not after
     record = runner.validate_one(settings, Path.cwd())
     if out:
         runner.append_record(out, record)
+    if plot_path:
+        from planner.plot import validation_chart
+
+        validation_chart(record, plot_path)
     if as_json:
         click.echo(json.dumps(record, indent=2, sort_keys=True))
     else:

@@ -21,7 +21,9 @@ def test_main_job():
     for method in ("full", "lora", "qlora", "adapter", "prefix", "ptuning", "prompt"):
         assert f"\n{method} " in r.stdout or f"* {method} " in r.stdout
     assert "Recommended: qlora" in r.stdout
-    assert "Assumed (not given): seq len 2048" in r.stdout
+    assert "Assumed, not chosen (change with the option named):" in r.stdout
+    assert "[1] sequence length 2048 (--seq-len)" in r.stdout
+    assert "qlora" in r.stdout and "✓" in r.stdout
 
 
 def test_json_is_integer_bytes():
@@ -136,3 +138,9 @@ def test_unreadable(tmp_path):
     r = run("--model", str(path))
     assert r.returncode == 2
     assert "cannot be read" in r.stderr
+
+
+def test_no_color_and_pipes_get_plain_text():
+    r = subprocess.run([*PLAN, "--model", "gpt2", "--gpu", "t4"], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "NO_COLOR": "1"})
+    assert r.returncode == 0 and "\x1b[" not in r.stdout
