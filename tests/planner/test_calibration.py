@@ -98,3 +98,21 @@ def test_calibrate_command_writes_a_readable_file(tmp_path):
     written = json.loads(out.read_text())
     assert written["gpu"] == "a100-80" and written["runs"] == len(reference.observations()["a100-80"])
     assert calibration.load_file(out).overhead.context_bytes == written["overhead"]["context_bytes"]
+
+
+def test_an_interrupted_calibration_write_leaves_the_old_file(tmp_path, monkeypatch):
+    out = tmp_path / "cal.json"
+    first = _cal("a100-80", "Ampere", "2.4")
+    calibration.write(first, out)
+    before = out.read_text()
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(calibration.os, "replace", boom)
+    try:
+        calibration.write(_cal("a100-80", "Ampere", "2.13"), out)
+    except KeyboardInterrupt:
+        pass
+    assert out.read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["cal.json"]
