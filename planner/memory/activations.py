@@ -479,7 +479,8 @@ def top_layer_freed(shape: ModelShape, setup: TrainingSetup) -> Size:
     if shape.dropout > 0:
         out = out + Size(token=h * (1 if setup.device == "cuda" else t.a))
     if setup.method == "adapter":
-        out = out + Size(token=4 * h)                      # the MLP adapter's fp32 input
+        # the MLP adapter's fp32 input and its bottleneck's two saved tensors
+        out = out + Size(token=4 * h + 8 * setup.adapter_size)
     if shape.model_type == "gemma2":
         out = out + Size(token=4 * h + 4)                  # post_feedforward_layernorm's x32 and rsqrt
     return out

@@ -23,7 +23,6 @@ KNOWN_OFF = {
     ("tiny-llama", "qlora", 32, True): "checkpointed recompute with 4-bit weights: the peak is at the gate/up projection, where bitsandbytes' dequantized weight meets a partly freed recompute set (temporaries +10%, peak +2.8%)",
     ("tiny-qwen2", "qlora", 32, True): "as tiny-llama qlora (temporaries +11%, peak +3.4%)",
     ("tiny-gpt2", "full", 64, True): "gpt2 with dropout under checkpointing: the peak is mid-backward of a lower layer (activations +49%, peak -1.3%)",
-    ("tiny-gpt2", "adapter", 32, False): "gpt2 adapters: the adapter after the MLP makes gradients before the MLP backward peaks (categories off, peak +0.1%)",
     ("tiny-gpt2", "prefix", 32, False): "gpt2 prefix tuning: the prefix cache and mask with learned positions (temporaries +57%, peak +0.7%)",
     ("tiny-gpt2", "prefix", 64, False): "as above (peak -4.2%)",
 }
