@@ -465,6 +465,12 @@ def layer_backward_temporaries(shape: ModelShape, setup: TrainingSetup) -> tuple
     largest = max(m.in_features * m.out_features for m in shape.matrices if m.is_linear)
     # dropout after the MLP adds its own gradient of the hidden size
     hidden_grads = 2 if shape.dropout > 0 else 1
+    saves_after_down = shape.model_type == "gemma2" or shape.dropout > 0   # a norm or a dropout mask
+    if setup.checkpointing and not saves_after_down:
+        # a frozen 4-bit down projection saves nothing, so a checkpointed layer is recomputed only
+        # at the MLP's product, after the down projection's backward; the peak is at the gate/up
+        # projection, where the product's saved tensors have been consumed and their gradients made
+        return (temps, Size(token=a * hidden_grads * h, const=compute * largest))
     return (temps, Size(token=a * (hidden_grads * h + i), const=compute * largest))
 
 

@@ -20,8 +20,6 @@ RUNS = load_sweep(SWEEP)
 # Where the planner is still off, with what was found. strict: a fix makes the test fail until the
 # entry is removed. Keys: (config, method, seq_len, grad_ckpt).
 KNOWN_OFF = {
-    ("tiny-llama", "qlora", 32, True): "checkpointed recompute with 4-bit weights: the peak is at the gate/up projection, where bitsandbytes' dequantized weight meets a partly freed recompute set (temporaries +10%, peak +2.8%)",
-    ("tiny-qwen2", "qlora", 32, True): "as tiny-llama qlora (temporaries +11%, peak +3.4%)",
     ("tiny-gpt2", "full", 64, True): "gpt2 with dropout under checkpointing: the peak is mid-backward of a lower layer (activations +49%, peak -1.3%)",
     ("tiny-gpt2", "prefix", 32, False): "gpt2 prefix tuning: the prefix cache and mask with learned positions (temporaries +57%, peak +0.7%)",
     ("tiny-gpt2", "prefix", 64, False): "as above (peak -4.2%)",
