@@ -197,7 +197,10 @@ def template(shape: ModelShape, setup: TrainingSetup, overhead: Overhead = DEFAU
     r = 4 if setup.mixed else act.activation_bytes(setup)
     forward_held = act.Size(token=r * shape.hidden_size)
     if setup.method == "prefix":
-        kv = shape.kv_width * act.activation_bytes(setup) * 2 * L
+        # the cache's keys and values with the prefix; CPU SDPA's math path (with dropout) saves
+        # the values themselves, so only the keys are extra there
+        math_path = shape.dropout > 0 and setup.attention == "sdpa" and setup.device == "cpu"
+        kv = shape.kv_width * act.activation_bytes(setup) * (1 if math_path else 2) * L
         forward_held = forward_held + act.Size(token=kv, batch=kv * setup.num_virtual_tokens)
     # with checkpointing transformers makes the embedding's output require grad; where virtual
     # tokens are concatenated after it, that output is a separate leaf the graph keeps
@@ -211,12 +214,14 @@ def template(shape: ModelShape, setup: TrainingSetup, overhead: Overhead = DEFAU
             4 * setup.lora_rank * (m.in_features + m.out_features)
             for m in lora_target_matrices(shape, setup.lora_targets) if m.role in mlp_roles
         )
-    top_grads = mlp_side
     if setup.method == "full":
+        # the down projection's gradients are made first in a layer's MLP backward
         down = shape.matrix("down")
-        top_grads = (down.params if down else 0) * (4 if setup.weight_dtype == "fp32" else 2)
+        mlp_side = (down.params if down else 0) * (4 if setup.weight_dtype == "fp32" or setup.master_weights else 2)
+    top_grads = mlp_side
     input_leaf = act.Size()
-    if setup.checkpointing and (setup.method in ("prompt", "ptuning") or shape.position_embeddings):
+    # (a trained embedding's output has a grad_fn: no separate leaf then)
+    if setup.checkpointing and setup.method != "full" and (setup.method in ("prompt", "ptuning") or shape.position_embeddings):
         # the embedding's output is a leaf apart from layer 0's input when virtual tokens are
         # concatenated after it or learned positions are added to it
         per = r * shape.hidden_size

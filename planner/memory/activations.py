@@ -230,7 +230,8 @@ class _Trace:
         dropout = s.dropout > 0
         out = self.tok(nh * d, self.a, rg)
         prefix = self.setup.num_virtual_tokens if self.setup.method == "prefix" else 0
-        if prefix and kernel == "sdpa":
+        math_path = dropout and kernel == "sdpa" and self.setup.device == "cpu"
+        if prefix and kernel == "sdpa" and not math_path:
             # peft's prefix keys/values arrive as a cache: transformers materialises the mask
             # (batch x seq x kv_seq), so SDPA runs without GQA on keys and values repeated to every
             # head over seq + prefix, and saves the mask too (measured, torch 2.13 / transformers 5.23)
@@ -239,15 +240,17 @@ class _Trace:
                 self.save(q, out, self.tok(nh, 4, False))
                 self.save_size(kv_rep + kv_rep + Size(bmask=self.a))
             return out
-        if kernel in ("sdpa", "flash") and not (dropout and kernel == "sdpa" and self.setup.device == "cpu"):
+        if kernel in ("sdpa", "flash") and not math_path:
             if rg:
                 self.save(q, k, v, out, self.tok(nh, 4, False))   # logsumexp, fp32 per head and token
             return out
-        if kernel == "sdpa":
+        if math_path:
             # CPU SDPA with dropout runs the math path in fp32: scaled q and k, v, softmax output,
-            # dropout mask and dropped probabilities (4 bytes each per score)
+            # dropout mask and dropped probabilities (4 bytes each per score); keys and values
+            # include a prefix's virtual tokens
             if rg:
-                self.save_size(Size(token=4 * (nh * d + 2 * s.kv_width), score=12))
+                kv = 4 * 2 * s.kv_width
+                self.save_size(Size(token=4 * nh * d + kv, batch=kv * prefix, score=12))
             return self.tok(nh * d, self.a, rg)
         # eager (or SDPA's math path): scores = q k^T, softmax in fp32, cast, dropout, probs v
         gqa = s.num_kv_heads != nh

@@ -17,13 +17,6 @@ from validate.run import load_sweep, run_sweep  # noqa: E402
 SWEEP = Path(__file__).resolve().parents[2] / "data" / "sweeps" / "cpu-smoke.toml"
 RUNS = load_sweep(SWEEP)
 
-# Where the planner is still off, with what was found. strict: a fix makes the test fail until the
-# entry is removed. Keys: (config, method, seq_len, grad_ckpt).
-KNOWN_OFF = {
-    ("tiny-gpt2", "full", 64, True): "gpt2 with dropout under checkpointing: the peak is mid-backward of a lower layer (activations +49%, peak -1.3%)",
-    ("tiny-gpt2", "prefix", 32, False): "gpt2 prefix tuning: the prefix cache and mask with learned positions (temporaries +57%, peak +0.7%)",
-    ("tiny-gpt2", "prefix", 64, False): "as above (peak -4.2%)",
-}
 
 
 def _key(settings):
@@ -37,15 +30,7 @@ def records(tmp_path_factory):
     return {r["key"]: r for r in read_records(out)}
 
 
-def _params():
-    for settings in RUNS:
-        marks = []
-        if _key(settings) in KNOWN_OFF:
-            marks.append(pytest.mark.xfail(strict=True, reason=KNOWN_OFF[_key(settings)]))
-        yield pytest.param(settings, id="-".join(str(x) for x in _key(settings)), marks=marks)
-
-
-@pytest.mark.parametrize("settings", list(_params()))
+@pytest.mark.parametrize("settings", RUNS, ids=lambda s: "-".join(str(x) for x in _key(s)))
 def test_planner_within_3_percent_peak_and_5_percent_per_category(records, settings):
     record = records[settings_key(settings)]
     if settings["method"] == "prefix" and settings["grad_ckpt"]:
