@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -275,19 +273,9 @@ def categories_off(observations: Sequence[Observation], limit: float = 5.0) -> l
 
 def write(cal: Calibration, path: str | Path) -> Path:
     """Write a calibration file atomically (temporary file, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from planner.atomic import write_atomic
+
     text = json.dumps(cal.to_json(), indent=2, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    path = write_atomic(path, text.encode("utf-8"))
     shipped.cache_clear()
     return path

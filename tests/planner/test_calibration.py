@@ -109,7 +109,9 @@ def test_an_interrupted_calibration_write_leaves_the_old_file(tmp_path, monkeypa
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(calibration.os, "replace", boom)
+    import planner.atomic
+
+    monkeypatch.setattr(planner.atomic.os, "replace", boom)
     try:
         calibration.write(_cal("a100-80", "Ampere", "2.13"), out)
     except KeyboardInterrupt:
