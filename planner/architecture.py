@@ -139,10 +139,6 @@ class ModelShape:
         return next((m for m in self.matrices if m.role == role), None)
 
     @property
-    def linear_names(self) -> tuple[str, ...]:
-        return tuple(m.name for m in self.matrices if m.is_linear)
-
-    @property
     def param_tensors(self) -> int:
         """How many separate parameter tensors the model has (optimizer per-tensor costs)."""
         per_layer = sum(1 + (1 if m.bias else 0) for m in self.matrices)

@@ -72,7 +72,6 @@ class Template:
     outside: Size            # outside-the-layers saved set, as a form (see outside_form)
     outside_seq: int         # bytes per sequence position, independent of batch (rotary tables, position ids)
     a: int                   # activation bytes per element
-    logit_bytes: int         # bytes per element of the logits lm_head returns
     loss_bytes: int          # bytes per logit the loss saves (fp32 log_softmax)
     loss_forward: int        # bytes per logit alive beside it while the loss is computed
     loss_backward: int       # bytes per logit of the loss's gradients at the start of backward
@@ -106,7 +105,7 @@ class Template:
         V = shape.vocab_size
         # log_softmax's fp32 output and the labels; Gemma-2's final soft-capping (tanh) saves its
         # output in the logits' dtype too
-        loss = (self.loss_bytes + (self.logit_bytes if shape.final_softcap else 0)) * T * V + 8 * batch_size * (s + 1)
+        loss = self.loss_bytes * T * V + 8 * batch_size * (s + 1)
         fwd_tr = self.loss_forward * T * V
         # the final hidden states (lm_head's input) and, for prefix tuning, the cache of every
         # layer's keys and values with the prefix live in the model's output until the loss is read
@@ -257,7 +256,6 @@ def template(shape: ModelShape, setup: TrainingSetup, overhead: Overhead = DEFAU
         outside=outside,
         outside_seq=outside_seq,
         a=act.activation_bytes(setup),
-        logit_bytes=act.activation_bytes(setup),
         **lg.loss_coefficients(shape, setup),
         checkpointing=setup.checkpointing,
         cuda=setup.device == "cuda",

@@ -409,7 +409,8 @@ class LayerActivations:
     checkpoint: Size  # what a checkpointed layer keeps (its input)
 
 
-def _trace_layers(shape: ModelShape, setup: TrainingSetup) -> LayerActivations:
+def activation_forms(shape: ModelShape, setup: TrainingSetup) -> LayerActivations:
+    """Saved bytes of layer 0, of every later layer and of a checkpointed layer, as linear forms."""
     method = setup.method
     trainable_base = method == "full"
     lora = {id(m) for m in lora_target_matrices(shape, setup.lora_targets)} if method in ("lora", "qlora") else set()
@@ -432,10 +433,6 @@ def _trace_layers(shape: ModelShape, setup: TrainingSetup) -> LayerActivations:
     first = run(input_rg or method == "prefix")
     later = run(True)
     return LayerActivations(first=first, later=later, checkpoint=Size(token=shape.hidden_size * r))
-
-
-def activation_forms(shape: ModelShape, setup: TrainingSetup) -> LayerActivations:
-    return _trace_layers(shape, setup)
 
 
 def _counts(shape: ModelShape, setup: TrainingSetup) -> tuple[int, int, int, int, int]:

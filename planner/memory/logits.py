@@ -33,11 +33,13 @@ def loss_coefficients(shape: ModelShape, setup: TrainingSetup) -> dict[str, int]
     tensor when the logits are fp32 already); ``loss_backward``: the two fp32 gradients at the start
     of backward. transformers 4 made one more contiguous fp32 copy of the shifted logits; its
     gpt_bigcode computed its own cross-entropy on the shifted logits without the upcast, all in the
-    logits' dtype. Gemma-2's final soft-capping (tanh) saves its output too (planner.estimate adds it).
+    logits' dtype. Gemma-2's final soft-capping (``tanh(logits / cap) * cap``) saves the tanh's
+    output, in the logits' dtype, beside what the loss saves.
     """
     a = activation_bytes(setup)
+    softcap = a if shape.final_softcap else 0
     if setup.transformers_major < 5 and shape.model_type == "gpt_bigcode":
-        return {"loss_bytes": a, "loss_forward": 2 * a, "loss_backward": 2 * a}
+        return {"loss_bytes": a + softcap, "loss_forward": 2 * a, "loss_backward": 2 * a}
     upcast = 4 if a != 4 else 0
     extra = 4 if setup.transformers_major < 5 else 0
-    return {"loss_bytes": 4, "loss_forward": a + upcast + extra, "loss_backward": 8}
+    return {"loss_bytes": 4 + softcap, "loss_forward": a + upcast + extra, "loss_backward": 8}

@@ -91,27 +91,16 @@ def test_qlora_runs_activations_in_fp32():
     A real QLoRA model on the CPU (bitsandbytes 0.50): what layer 1 saves, counted per storage.
     """
     import collections
-    import tempfile
 
     import torch
-    import transformers
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    from validate.build import build_real
 
     raw = dict(model_type="llama", hidden_size=256, intermediate_size=512, num_hidden_layers=3,
                num_attention_heads=4, num_key_value_heads=2, vocab_size=1000)
-    cfg = dict(raw)
-    config = transformers.AutoConfig.for_model(cfg.pop("model_type"), **cfg)
-    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    with tempfile.TemporaryDirectory() as d:
-        model.save_pretrained(d)
-        q = transformers.AutoModelForCausalLM.from_pretrained(
-            d, dtype=torch.bfloat16, attn_implementation="sdpa",
-            quantization_config=transformers.BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=torch.bfloat16))
-    q = prepare_model_for_kbit_training(q, use_gradient_checkpointing=False)
-    q = get_peft_model(q, LoraConfig(r=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
-    q.train()
+    shape = shape_from_config(raw, "tiny")
+    setup = TrainingSetup(method="qlora", lora_rank=8, seq_len=64, batch_size=2, device="cpu", grad_ckpt=False)
+    q = build_real(raw, shape, setup, "cpu")  # saved, reloaded 4-bit, prepare_model_for_kbit_training, LoRA
     current = ["?"]
     for name, module in q.named_modules():
         module.register_forward_pre_hook(lambda m, a, name=name: current.__setitem__(0, name))
@@ -131,7 +120,5 @@ def test_qlora_runs_activations_in_fp32():
         out = q(input_ids=ids, labels=ids)
     assert out.logits.dtype == torch.float32
     measured = sum(by_layer[1].values())
-    shape = shape_from_config(raw, "tiny")
-    setup = TrainingSetup(method="qlora", lora_rank=8, seq_len=64, batch_size=2, device="cpu", grad_ckpt=False)
     estimate = activation_forms(shape, setup).later.bytes(*_counts(shape, setup))
     assert abs(estimate - measured) <= 0.02 * measured, (estimate, measured)

@@ -1,7 +1,5 @@
 """4-bit storage counted as bitsandbytes 0.50 stores it on the CPU."""
 
-import tempfile
-
 import pytest
 
 from planner.architecture import shape_from_config
@@ -43,31 +41,20 @@ def test_unknown_dtype_lists_valid_names():
 
 
 def test_qlora_model_bytes_match_bitsandbytes_on_cpu():
-    transformers = pytest.importorskip("transformers")
-    peft = pytest.importorskip("peft")
+    pytest.importorskip("peft")
+    from validate.build import build_real
+
     raw = dict(model_type="qwen2", hidden_size=256, intermediate_size=512, num_hidden_layers=2,
                num_attention_heads=4, num_key_value_heads=2, vocab_size=1000, tie_word_embeddings=True)
-    cfg = dict(raw)
-    config = transformers.AutoConfig.for_model(cfg.pop("model_type"), **cfg)
-    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    with tempfile.TemporaryDirectory() as d:
-        model.save_pretrained(d)
-        q = transformers.AutoModelForCausalLM.from_pretrained(
-            d, dtype=torch.bfloat16,
-            quantization_config=transformers.BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=torch.bfloat16),
-        )
-    q = peft.prepare_model_for_kbit_training(q, use_gradient_checkpointing=False)
-    q = peft.get_peft_model(q, peft.LoraConfig(r=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    shape = shape_from_config(raw, "tiny-qwen2")
+    setup = TrainingSetup(method="qlora", lora_rank=8, grad_ckpt=False, device="cpu")
+    q = build_real(raw, shape, setup, "cpu")  # saved, reloaded 4-bit, prepare_model_for_kbit_training, LoRA
     measured_w = sum(p.numel() * p.element_size() for p in q.parameters())
     measured_q = 0
     for p in q.parameters():
         state = getattr(p, "quant_state", None)
         if state is not None:
             measured_q += _state_bytes(p, state) - p.numel() * p.element_size()
-    shape = shape_from_config(raw, "tiny-qwen2")
-    setup = TrainingSetup(method="qlora", lora_rank=8)
     groups = REGISTRY["qlora"].tensors(shape, setup)
     assert weights(groups) == measured_w
     assert quantization_state(groups, double_quant=True) == measured_q
