@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-COMMAND = [sys.executable, "-m", "planner.cli", "--model", "llama-70b", "--gpu", "a100-80"]
+COMMAND = [sys.executable, "-m", "fitplan.cli", "--model", "llama-70b", "--gpu", "a100-80"]
 
 
 def cold_wall_times(runs: int = 7) -> list[float]:
@@ -25,15 +25,15 @@ def cold_wall_times(runs: int = 7) -> list[float]:
 
 
 def torch_imported() -> bool:
-    probe = "import sys, planner.cli as c; c.main(['--model','llama-70b','--gpu','a100-80']); print('torch' in sys.modules)"
+    probe = "import sys, fitplan.cli as c; c.main(['--model','llama-70b','--gpu','a100-80']); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
     return out.strip().splitlines()[-1] == "True"
 
 
 def configurations_per_second(seconds: float = 2.0) -> tuple[float, float]:
-    from planner.catalog import load_preset
-    from planner.estimate import estimate, template
-    from planner.setup import TrainingSetup
+    from fitplan.catalog import load_preset
+    from fitplan.estimate import estimate, template
+    from fitplan.setup import TrainingSetup
 
     model = load_preset("llama-3.1-8b")
     grid = [(s, b) for s in (256, 512, 1024, 2048, 4096, 8192) for b in (1, 2, 4, 8, 16)]
@@ -56,10 +56,10 @@ def configurations_per_second(seconds: float = 2.0) -> tuple[float, float]:
 
 
 def suggest_seconds(runs: int = 5) -> float:
-    from planner.calibration import overhead_for
-    from planner.catalog import gpu_catalog, load_preset
-    from planner.setup import TrainingSetup
-    from planner.suggest import suggest
+    from fitplan.calibration import overhead_for
+    from fitplan.catalog import gpu_catalog, load_preset
+    from fitplan.setup import TrainingSetup
+    from fitplan.suggest import suggest
 
     model = load_preset("llama-3.1-70b")
     overheads = {g.name: overhead_for(g)[0] for g in gpu_catalog().values()}

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from planner.errors import PlanError
+from fitplan.errors import PlanError
 
 # Roles name what a matrix does, across families' module names.
 ATTN_Q, ATTN_K, ATTN_V, ATTN_QKV, ATTN_O = "q", "k", "v", "qkv", "o"
@@ -84,7 +84,7 @@ class ModelShape:
     position_embeddings: int = 0          # learned absolute positions (gpt2), rows
     tie_word_embeddings: bool = False
     lm_head_bias: bool = False
-    norm_kind: str = "rms"                # "rms" or "layer"
+    norm_kind: str = "rms"                # "rms", "gemma" (RMSNorm times 1 + weight) or "layer"
     gated_mlp: bool = True
     parallel_residual: bool = False
     num_experts: int = 0
@@ -97,6 +97,17 @@ class ModelShape:
     rotary_dim: int = 0                   # 0 for learned positions
     activation: str = "silu"              # hidden_act / activation_function
     softmax_fp32: bool = True             # eager attention upcasts the softmax to fp32
+    qk_norm: bool = False                 # RMSNorm on each head's queries and keys (qwen3)
+    sandwich_norms: bool = False          # norms on the attention and MLP branches' outputs (gemma2)
+    eager_mask_kinds: int = 1             # distinct masks eager attention keeps (gemma2: sliding and global)
+    shared_eager_mask: bool = True        # eager attention's additive mask is built once and kept for every layer
+    attention_kernels: tuple[str, ...] = ("eager", "sdpa", "flash")  # what transformers runs for the family
+    legacy_loss: bool = False             # transformers 4 computed this family's loss itself, in the logits' dtype
+
+    @property
+    def post_mlp_norm(self) -> bool:
+        """A norm saves tensors after the MLP's down projection."""
+        return self.sandwich_norms
 
     # ---- parameter counts -------------------------------------------------------------
     @property
@@ -255,6 +266,7 @@ def _llama_like(c: _Config, model_type: str) -> dict[str, Any]:
     if model_type == "qwen3":
         norms += [Norm("q_norm", d, False), Norm("k_norm", d, False)]
     tie_default = model_type in ("gemma", "gemma2")
+    gemma2 = model_type == "gemma2"
     sliding = c.int("sliding_window", default=None) if c.bool("use_sliding_window", True) else None
     return dict(
         hidden_size=h,
@@ -275,6 +287,13 @@ def _llama_like(c: _Config, model_type: str) -> dict[str, Any]:
         final_softcap=c.float("final_logit_softcapping", None) if model_type == "gemma2" else None,
         rotary_dim=d,
         activation=str(c.raw.get("hidden_activation") or c.raw.get("hidden_act") or "silu"),
+        norm_kind="gemma" if model_type in ("gemma", "gemma2") else "rms",
+        qk_norm=model_type == "qwen3",
+        sandwich_norms=gemma2,
+        # Gemma-2 alternates a sliding and a global mask and keeps neither alive outside the layers
+        eager_mask_kinds=2 if gemma2 and sliding else 1,
+        shared_eager_mask=not gemma2,
+        attention_kernels=("eager",) if gemma2 else ("eager", "sdpa", "flash"),
     )
 
 
@@ -413,6 +432,7 @@ def _gpt2(c: _Config, model_type: str) -> dict[str, Any]:
         rotary_dim=0,
         activation=str(c.raw.get("activation_function") or ("gelu_pytorch_tanh" if model_type == "gpt_bigcode" else "gelu_new")),
         softmax_fp32=model_type == "gpt_bigcode" and c.bool("attention_softmax_in_fp32", True),
+        legacy_loss=model_type == "gpt_bigcode",
     )
 
 

@@ -1,29 +1,54 @@
-"""MemoryBreakdown: bytes by category, for an estimate and a measurement alike."""
+"""One vocabulary for an estimate and a measurement: the categories and ``MemoryBreakdown``.
+
+The planner's estimate and the validator's measurement are both a ``MemoryBreakdown``, so comparing
+them is a subtraction, category by category. The fine categories are the planner's; the shared
+(coarse) categories are what a live-tensor tracker can tell apart without knowing the model, in
+PyTorch's ``mem_tracker`` vocabulary (parameters, gradients, optimizer states, activations,
+temporaries, other).
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from enum import Enum
 
-# The planner's fine categories, in the order tables show them.
-CATEGORIES = (
-    "weights",
-    "quantization_state",
-    "gradients",
-    "optimizer_states",
-    "activations",
-    "logits_loss",
-    "temporaries",
-    "overhead",
-)
 
-# The categories shared with the validator's measurements (PyTorch's mem_tracker vocabulary).
-COARSE = {
+class Category(str, Enum):
+    """The fine categories, in the order tables show them."""
+
+    WEIGHTS = "weights"
+    QUANTIZATION_STATE = "quantization_state"
+    GRADIENTS = "gradients"
+    OPTIMIZER_STATES = "optimizer_states"
+    ACTIVATIONS = "activations"
+    LOGITS_LOSS = "logits_loss"
+    TEMPORARIES = "temporaries"
+    OVERHEAD = "overhead"
+
+
+CATEGORIES = tuple(c.value for c in Category)
+
+# shared (coarse) category -> the fine categories it sums
+SHARED: dict[str, tuple[str, ...]] = {
     "parameters": ("weights", "quantization_state"),
     "gradients": ("gradients",),
     "optimizer_states": ("optimizer_states",),
     "activations": ("activations", "logits_loss"),
     "temporaries": ("temporaries",),
     "other": ("overhead",),
+}
+SHARED_CATEGORIES = tuple(SHARED)
+
+# labels for tables and pictures
+LABELS = {
+    "weights": "weights",
+    "quantization_state": "quant state",
+    "gradients": "gradients",
+    "optimizer_states": "optimizer",
+    "activations": "activations",
+    "logits_loss": "logits/loss",
+    "temporaries": "temporaries",
+    "overhead": "overhead",
 }
 
 
@@ -64,13 +89,26 @@ class MemoryBreakdown:
         """Bytes in tensors (everything but the framework overhead)."""
         return self.total - self.overhead
 
-    def coarse(self) -> dict[str, int]:
-        return {k: sum(getattr(self, c) for c in cs) for k, cs in COARSE.items()}
+    def shared(self) -> dict[str, int]:
+        """Bytes by shared category (what the validator's tracker tells apart)."""
+        return {k: sum(getattr(self, c) for c in cs) for k, cs in SHARED.items()}
 
-    def to_dict_no_total(self) -> dict[str, int]:
+    def parts(self) -> dict[str, int]:
+        """Bytes by fine category, without the total."""
         return asdict(self)
 
     def to_dict(self) -> dict[str, int]:
+        """Bytes by fine category, with ``total``."""
         out = asdict(self)
         out["total"] = self.total
         return out
+
+
+def errors_percent(estimate: MemoryBreakdown, measured: MemoryBreakdown) -> dict[str, float | None]:
+    """(estimate - measured) / measured in percent per shared category; None where nothing was
+    measured but something was estimated, 0 where both are 0."""
+    e, m = estimate.shared(), measured.shared()
+    out: dict[str, float | None] = {}
+    for k in SHARED_CATEGORIES:
+        out[k] = round(100.0 * (e[k] - m[k]) / m[k], 3) if m[k] else (0.0 if e[k] == 0 else None)
+    return out

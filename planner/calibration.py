@@ -8,7 +8,7 @@ reweighted), so one odd run does not move them. A calibration file (``data/calib
 is small and human-readable and keeps its residuals.
 
 Which calibration applies: the GPU's own (the one whose torch version matches, else the newest),
-else one of the same architecture, else the documented defaults of ``planner.memory.overhead``.
+else one of the same architecture, else the documented defaults of ``fitplan.memory.overhead``.
 
 Observations come from the validator's ``cuda`` records (allocated, reserved, NVML used, CUDA
 context and the exact tensor peak), or from published tables that report allocated memory beside
@@ -27,9 +27,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from planner.catalog import GPU, data_dir
-from planner.errors import PlanError
-from planner.memory.overhead import DEFAULT_OVERHEAD, Overhead
+from fitplan.catalog import GPU, data_dir
+from fitplan.errors import PlanError
+from fitplan.memory.overhead import DEFAULT_OVERHEAD, Overhead
 
 SCHEMA = 1
 _FIELDS = {"schema", "gpu", "architecture", "torch", "transformers", "driver", "date", "source", "runs",
@@ -101,7 +101,7 @@ def _from_json(raw: Any, path: Path) -> Calibration:
 
 
 def load_file(path: str | Path) -> Calibration:
-    from planner.catalog import _read_json
+    from fitplan.catalog import _read_json
 
     path = Path(path)
     return _from_json(_read_json(path, "calibration"), path)
@@ -273,9 +273,98 @@ def categories_off(observations: Sequence[Observation], limit: float = 5.0) -> l
 
 def write(cal: Calibration, path: str | Path) -> Path:
     """Write a calibration file atomically (temporary file, fsync, rename)."""
-    from planner.atomic import write_atomic
+    from fitplan.atomic import write_atomic
 
     text = json.dumps(cal.to_json(), indent=2, sort_keys=True) + "\n"
     path = write_atomic(path, text.encode("utf-8"))
     shipped.cache_clear()
     return path
+
+
+def calibrate(records: Sequence[str], use_reference: bool = False, gpu_name: str | None = None,
+              out: str | Path | None = None) -> tuple[Calibration, Path]:
+    """Fit a calibration from validator records (JSONL files of ``cuda`` runs) or, with
+    ``use_reference``, from the published rows; write it to ``out`` (default:
+    ``data/calibration/<gpu>-torch<version>.json``). Returns the calibration and where it went."""
+    import datetime as dt
+
+    from fitplan import reference
+    from fitplan.catalog import resolve_gpu
+    from fitplan.records import cuda_runs, read_records
+
+    if not records and not use_reference:
+        raise PlanError("give validator records (JSONL files from `plan validate --mode cuda`) or --reference")
+    off: list[dict[str, Any]] = []
+    if use_reference:
+        by_gpu = reference.observations()
+        gpu = resolve_gpu(gpu_name or "a100-80")
+        observations = by_gpu.get(gpu.name, [])
+        if not observations:
+            raise PlanError(f"the published rows report no allocated/nvidia-smi pairs for {gpu.name}; "
+                            f"they do for: {', '.join(sorted(by_gpu))}")
+        provenance = {"torch": "2.4", "transformers": "4.48", "driver": None,
+                      "source": "published rows (foundation-model-stack fms-acceleration A100-80GB table), single GPU"}
+    else:
+        loaded: list[dict[str, Any]] = []
+        for path in records:
+            if not Path(path).exists():
+                raise PlanError(f"records file {path}: no such file")
+            loaded += read_records(path)
+        cuda = cuda_runs(loaded)
+        if not cuda:
+            raise PlanError("the records hold no successful cuda-mode run to fit (cpu and fake runs have no allocator)")
+        gpu = resolve_gpu(gpu_name) if gpu_name else gpu_from_device_names({r["device"].get("gpu") for r in cuda})
+        observations = observations_from_records(cuda)
+        off = categories_off(observations)
+        versions = cuda[0].get("versions") or {}
+        provenance = {"torch": versions.get("torch"), "transformers": versions.get("transformers"),
+                      "driver": cuda[0]["device"].get("driver"), "source": ", ".join(records)}
+    overhead, description, residuals = fit(observations)
+    cal = Calibration(
+        gpu=gpu.name, architecture=gpu.architecture, torch=provenance["torch"], transformers=provenance["transformers"],
+        driver=provenance["driver"], date=dt.date.today().isoformat(), source=provenance["source"],
+        runs=len(observations), overhead=overhead, fit=description, residuals=tuple(residuals),
+        categories_off=tuple(off),
+    )
+    torch_tag = (provenance["torch"] or "unknown").split("+")[0]
+    path = Path(out) if out else data_dir() / "calibration" / f"{gpu.name}-torch{torch_tag}.json"
+    return cal, write(cal, path)
+
+
+def gpu_from_device_names(names: set) -> GPU:
+    """The catalog GPU whose display name best matches what torch reported."""
+    from fitplan.catalog import gpu_catalog
+
+    names = {n for n in names if n}
+    if len(names) != 1:
+        raise PlanError(f"records come from {len(names)} GPU kinds ({', '.join(sorted(map(str, names)))}); pass --gpu")
+    reported = next(iter(names)).lower()
+    best = None
+    for g in gpu_catalog().values():
+        tokens = [t for t in g.display_name.lower().replace("nvidia", "").split() if t]
+        score = sum(t in reported for t in tokens)
+        if best is None or score > best[0]:
+            best = (score, g)
+    if best is None or best[0] == 0:
+        raise PlanError(f"no catalog GPU matches {reported!r}; pass --gpu")
+    return best[1]
+
+
+def summary_text(cal: Calibration, path: Path) -> str:
+    """What ``plan calibrate`` prints."""
+    from fitplan.units import MIB
+
+    o = cal.overhead
+    lines = [f"Calibration for {cal.gpu} from {cal.runs} runs written to {path}",
+             f"  workspaces {o.workspace_bytes / MIB:,.0f} MiB; reserve {100 * o.reserve_fraction:.1f}% + "
+             f"{o.reserve_bytes / MIB:,.0f} MiB; CUDA context {o.context_bytes / MIB:,.0f} MiB; "
+             f"band ±{100 * o.band_fraction:.1f}% ({cal.fit.get('law')})"]
+    errs = sorted(abs(r["error_percent"]) for r in cal.residuals)
+    if errs:
+        lines.append(f"  residuals: median {errs[len(errs) // 2]:.1f}%, worst {max(errs):.1f}%")
+    if cal.categories_off:
+        lines.append(f"  {len(cal.categories_off)} runs have planner categories off by more than 5% "
+                     "(planner bugs, not absorbed):")
+        for item in cal.categories_off[:10]:
+            lines.append(f"    {item['id']}: {item['categories_error_percent']}")
+    return "\n".join(lines)

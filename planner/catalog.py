@@ -15,17 +15,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from planner.architecture import ModelShape, shape_from_config
-from planner.errors import PlanError, unknown_choice
+from fitplan.architecture import ModelShape, shape_from_config
+from fitplan.errors import PlanError, unknown_choice
 
 
 def data_dir() -> Path:
-    """The installed data folder (package ``fitplan_data``), or the checkout's ``data/``."""
-    try:
-        import fitplan_data
-    except ModuleNotFoundError:  # running from a checkout that is not installed
-        return Path(__file__).resolve().parent.parent / "data"
-    return Path(fitplan_data.__file__).parent
+    """The installed data folder (package ``fitplan.data``, the repository's ``data/``)."""
+    import fitplan.data
+
+    return Path(fitplan.data.__file__).parent
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -278,3 +276,26 @@ def resolve_gpu(name: str) -> GPU:
     if key not in catalog:
         raise unknown_choice("GPU", name, catalog, also_matching=gpu_aliases())
     return catalog[key]
+
+
+def model_listing() -> list[dict[str, Any]]:
+    """Every preset with its Hugging Face id, type, parameter count and its shortest aliases."""
+    by_target: dict[str, list[str]] = {}
+    for alias, target in model_aliases().items():
+        by_target.setdefault(target, []).append(alias)
+    rows = []
+    for name in model_names():
+        info = preset_info(name)
+        short = sorted((a for a in by_target.get(name, []) if "/" not in a), key=len)[:3]
+        rows.append({"name": name, "hf_id": info.get("hf_id"), "model_type": info.get("model_type"),
+                     "parameters": info.get("parameters"), "aliases": short})
+    return rows
+
+
+def gpu_listing() -> list[dict[str, Any]]:
+    """Every catalog GPU with its memory, speed and aliases."""
+    aliases = gpu_aliases()
+    return [{"name": g.name, "display_name": g.display_name, "memory_bytes": g.memory_bytes,
+             "usable_memory_bytes": g.usable_memory_bytes, "bf16_tflops": g.bf16_tflops, "hbm_gbps": g.hbm_gbps,
+             "interconnect": g.interconnect, "supports_bf16": g.supports_bf16, "supports_fp8": g.supports_fp8,
+             "aliases": sorted(a for a, t in aliases.items() if t == g.name)} for g in gpu_catalog().values()]

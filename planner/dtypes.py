@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planner.errors import unknown_choice
+from fitplan.errors import unknown_choice
 
 
 @dataclass(frozen=True)

@@ -23,22 +23,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planner.architecture import ModelShape
-from planner.breakdown import CATEGORIES, MemoryBreakdown
-from planner.catalog import ModelEntry
-from planner.dtypes import nbytes
-from planner.memory import activations as act
-from planner.memory import logits as lg
-from planner.memory import optimizer as opt
-from planner.memory import weights as wt
-from planner.memory.activations import Size
-from planner.memory.overhead import DEFAULT_OVERHEAD, Overhead
-from planner.methods import Method, lora_target_matrices
-from planner.methods import method as get_method
-from planner.setup import TrainingSetup
+from fitplan.architecture import ModelShape
+from fitplan.breakdown import MemoryBreakdown
+from fitplan.catalog import ModelEntry
+from fitplan.dtypes import nbytes
+from fitplan.memory import activations as act
+from fitplan.memory import logits as lg
+from fitplan.memory import optimizer as opt
+from fitplan.memory import weights as wt
+from fitplan.memory.forms import Size
+from fitplan.memory.overhead import DEFAULT_OVERHEAD, Overhead
+from fitplan.methods import Method
+from fitplan.setup import TrainingSetup
 
 PHASES = ("forward", "backward", "optimizer")
-_I = {c: i for i, c in enumerate(CATEGORIES)}
 
 
 @dataclass(frozen=True)
@@ -65,7 +63,6 @@ class Template:
     top_gradients: int       # the top layer's gradients made by then
     layer_temps: tuple[Size, ...]  # alternatives for what is alive inside one layer's MLP backward
     layer_gradients: int     # one decoder layer's gradients
-    embedding_gradients: int # the input embedding's gradient, made last (0 when tied or frozen)
     first: Size
     later: Size
     checkpoint: Size
@@ -163,11 +160,8 @@ _TEMPLATES: dict[tuple, Template] = {}
 
 
 def _key(shape: ModelShape, st: TrainingSetup, overhead: Overhead) -> tuple:
-    return (
-        shape, overhead, st.method, st.precision, st.optimizer, st.checkpointing, st.attention, st.device, st.lora_rank,
-        st.lora_targets, st.lora_dropout, st.adapter_size, st.num_virtual_tokens, st.prefix_projection, st.quant,
-        st.double_quant, st.uses_foreach, st.kbit_upcast, st.transformers_major,
-    )
+    # everything but the sizes the template is evaluated at
+    return (shape, overhead, st.checkpointing, st.uses_foreach, st.with_(seq_len=1, batch_size=1, gpus=1))
 
 
 def template(shape: ModelShape, setup: TrainingSetup, overhead: Overhead = DEFAULT_OVERHEAD) -> Template:
@@ -176,12 +170,12 @@ def template(shape: ModelShape, setup: TrainingSetup, overhead: Overhead = DEFAU
     found = _TEMPLATES.get(key)
     if found is not None:
         return found
-    m = get_method(setup.method)
+    m = setup.method
     groups = m.tensors(shape, setup)
     forms = act.activation_forms(shape, setup)
     outside, outside_seq, head_saved = act.outside_form(shape, setup)
     tied_extra = 0
-    if setup.method == "full" and shape.tie_word_embeddings:
+    if m.trains_base and shape.tie_word_embeddings:
         tied_extra = nbytes(shape.embedding_params, setup.weight_dtype)
     L = shape.num_layers
     trainable = [g for g in groups if g.trainable]
@@ -190,44 +184,22 @@ def template(shape: ModelShape, setup: TrainingSetup, overhead: Overhead = DEFAU
     # (a tied head's gradient is a temporary until the embedding's backward sums into it: tied_extra)
     head_labels = ("lm_head.", shape.final_norm.name + ".")
     grad_per = (lambda g: 4 * g.elements) if setup.master_weights else (lambda g: g.data_bytes())
-    layer_grads = sum(grad_per(g) for g in trainable if g.count >= L and g.count % L == 0)
+    layer_grads = sum(grad_per(g) for g in trainable if g.per_layer(L))
     head_grads = sum(grad_per(g) for g in trainable if g.label.startswith(head_labels))
-    embedding_grads = sum(g.data_bytes() for g in trainable if g.label == "embed_tokens" and not shape.tie_word_embeddings)
-    r = 4 if setup.mixed else act.activation_bytes(setup)
-    forward_held = act.Size(token=r * shape.hidden_size)
-    if setup.method == "prefix":
-        # the cache's keys and values with the prefix; CPU SDPA's math path (with dropout) saves
-        # the values themselves, so only the keys are extra there
-        math_path = shape.dropout > 0 and setup.attention == "sdpa" and setup.device == "cpu"
-        kv = shape.kv_width * act.activation_bytes(setup) * (1 if math_path else 2) * L
-        forward_held = forward_held + act.Size(token=kv, batch=kv * setup.num_virtual_tokens)
+    r = 4 if setup.mixed else setup.activation_bytes
+    # the final hidden states (lm_head's input), and what the method keeps in the model's output
+    forward_held = Size(token=r * shape.hidden_size) + m.output_holds(shape, setup)
+    mlp_side = m.mlp_first_gradients(shape, setup, layer_grads // L)
+    input_leaf = Size()
     # with checkpointing transformers makes the embedding's output require grad; where virtual
-    # tokens are concatenated after it, that output is a separate leaf the graph keeps
-    prompt_encoder = 3 * setup.num_virtual_tokens * shape.hidden_size * 4 + 8 * setup.num_virtual_tokens if setup.method == "ptuning" else 0
-    mlp_side = 0
-    if setup.method == "adapter":
-        mlp_side = layer_grads // L // 2                  # the adapter after the MLP
-    elif setup.method in ("lora", "qlora"):
-        mlp_roles = ("gate", "up", "gate_up", "down")
-        mlp_side = sum(
-            4 * setup.lora_rank * (m.in_features + m.out_features)
-            for m in lora_target_matrices(shape, setup.lora_targets) if m.role in mlp_roles
-        )
-    if setup.method == "full":
-        # the down projection's gradients are made first in a layer's MLP backward
-        down = shape.matrix("down")
-        mlp_side = (down.params if down else 0) * (4 if setup.weight_dtype == "fp32" or setup.master_weights else 2)
-    top_grads = mlp_side
-    input_leaf = act.Size()
-    # (a trained embedding's output has a grad_fn: no separate leaf then)
-    if setup.checkpointing and setup.method != "full" and (setup.method in ("prompt", "ptuning") or shape.position_embeddings):
-        # the embedding's output is a leaf apart from layer 0's input when virtual tokens are
-        # concatenated after it or learned positions are added to it
+    # tokens are concatenated after it or learned positions are added to it, that output is a leaf
+    # apart from layer 0's input (a trained embedding's output has a grad_fn: no separate leaf then)
+    if setup.checkpointing and not m.trains_base and (setup.virtual_tokens or shape.position_embeddings):
         per = r * shape.hidden_size
-        input_leaf = act.Size(token=per, batch=-per * setup.virtual_tokens)
+        input_leaf = Size(token=per, batch=-per * setup.virtual_tokens)
     if setup.checkpointing and shape.dropout > 0:
         # the embedding dropout's mask (its input needs a gradient under checkpointing)
-        input_leaf = input_leaf + act.Size(token=shape.hidden_size * (1 if setup.device == "cuda" else r))
+        input_leaf = input_leaf + Size(token=shape.hidden_size * (1 if setup.device == "cuda" else r))
     t = Template(
         shape=shape,
         method=m,
@@ -240,30 +212,29 @@ def template(shape: ModelShape, setup: TrainingSetup, overhead: Overhead = DEFAU
         tied_extra=tied_extra,
         head_gradients=head_grads,
         forward_held=forward_held,
-        prompt_encoder=prompt_encoder,
+        prompt_encoder=m.encoder_form(shape, setup).const,
         mlp_side_gradients=mlp_side,
         head_saved=head_saved,
         top_freed=act.top_layer_freed(shape, setup),
-        top_gradients=top_grads,
+        top_gradients=mlp_side,
         layer_temps=act.layer_backward_temporaries(shape, setup),
-        eager_masks=(2 if shape.sliding_window and shape.model_type == "gemma2" else 1) if setup.attention == "eager" else 0,
+        eager_masks=shape.eager_mask_kinds if setup.attention == "eager" else 0,
         input_leaf=input_leaf,
         layer_gradients=layer_grads // L,
-        embedding_gradients=embedding_grads,
         first=forms.first,
         later=forms.later,
         checkpoint=forms.checkpoint,
         outside=outside,
         outside_seq=outside_seq,
-        a=act.activation_bytes(setup),
+        a=setup.activation_bytes,
         **lg.loss_coefficients(shape, setup),
         checkpointing=setup.checkpointing,
         cuda=setup.device == "cuda",
         virtual_tokens=setup.virtual_tokens,
-        prefix_tokens=setup.num_virtual_tokens if setup.method == "prefix" else 0,
+        prefix_tokens=setup.prefix_tokens,
         total_params=wt.total_params([g for g in groups if not g.added]),
         trainable_params=wt.trainable_params(groups),
-        saved_file_bytes=wt.saved_file_bytes(groups, full=setup.method == "full"),
+        saved_file_bytes=wt.saved_file_bytes(groups, full=m.trains_base),
     )
     if len(_TEMPLATES) > 4096:
         _TEMPLATES.clear()
@@ -298,6 +269,11 @@ class Estimate:
     def device_used_bytes(self) -> int:
         """What nvidia-smi / NVML will say (CUDA context included); equals peak_bytes on CUDA."""
         return self.overhead.device_used(self.peak.tensors)
+
+    @property
+    def band_bytes(self) -> int:
+        """The calibration's uncertainty on the device-used figure, in bytes."""
+        return int(self.device_used_bytes * self.overhead.band_fraction)
 
     @property
     def peak(self) -> MemoryBreakdown:

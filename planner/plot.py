@@ -9,11 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from planner.errors import PlanError
+from fitplan.breakdown import CATEGORIES as STACK
+from fitplan.errors import PlanError
+from fitplan.units import GIB, MIB
 
-GIB = 2**30
-STACK = ("weights", "quantization_state", "gradients", "optimizer_states", "activations", "logits_loss",
-         "temporaries", "overhead")
 LABELS = {"weights": "weights", "quantization_state": "quantization state", "gradients": "gradients",
           "optimizer_states": "optimizer states", "activations": "activations", "logits_loss": "logits / loss",
           "temporaries": "temporaries", "overhead": "overhead"}
@@ -31,7 +30,7 @@ def _pyplot():
     return plt
 
 
-def _check_path(path: str | Path) -> Path:
+def check_path(path: str | Path) -> Path:
     path = Path(path)
     if path.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise PlanError(f"--plot {path}: the picture's name must end in .png, .svg or .pdf")
@@ -43,7 +42,7 @@ def _check_path(path: str | Path) -> Path:
 def breakdown_chart(bars: Sequence[tuple[str, dict[str, int]]], title: str, limit_bytes: int | None,
                     limit_label: str | None, path: str | Path) -> Path:
     """One stacked bar per (label, bytes by category), with a line at the GPU's usable memory."""
-    path = _check_path(path)
+    path = check_path(path)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(bars) + 3), 4.8))
     bottoms = [0.0] * len(bars)
@@ -68,15 +67,36 @@ def breakdown_chart(bars: Sequence[tuple[str, dict[str, int]]], title: str, limi
     return path
 
 
+def plan_chart(plan: Any, path: str | Path) -> Path:
+    """The picture of a Plan: one bar per GPU count and sharding for one method across GPUs, else one
+    bar per method, against the GPU's usable memory."""
+    gpu = plan.gpu
+    if plan.single and plan.placements:
+        bars, seen = [], set()
+        for o in sorted(plan.placements, key=lambda o: o.placement.gpus):
+            key = (o.placement.gpus, o.placement.offload)
+            if key not in seen:
+                seen.add(key)
+                label = f"{o.placement.gpus} x {o.placement.strategy}" + (
+                    f" +{o.placement.offload}" if o.placement.offload != "none" else "")
+                bars.append((label, o.per_gpu.parts()))
+        title = f"{plan.model.name}, {plan.method.method.title}: memory per GPU"
+    else:
+        bars = [(r.method.name, r.estimate.peak.parts()) for r in plan.methods.values() if r.estimate is not None]
+        title = f"{plan.model.name}: peak memory per GPU by method"
+    limit = gpu.usable_memory_bytes if gpu else None
+    return breakdown_chart(bars, title, limit, f"{gpu.name} usable" if gpu else None, path)
+
+
 def validation_chart(record: dict[str, Any], path: str | Path) -> Path:
     """Estimate beside measurement, by the shared categories."""
-    path = _check_path(path)
+    path = check_path(path)
     plt = _pyplot()
     if record.get("outcome") != "ok" or "categories" not in record.get("measurement", {}):
         raise PlanError("--plot draws a single-process validation that measured something")
     cats = list(record["measurement"]["categories"])
-    est = [record["estimate"]["categories"].get(c, 0) / 2**20 for c in cats]
-    meas = [record["measurement"]["categories"].get(c, 0) / 2**20 for c in cats]
+    est = [record["estimate"]["categories"].get(c, 0) / MIB for c in cats]
+    meas = [record["measurement"]["categories"].get(c, 0) / MIB for c in cats]
     fig, ax = plt.subplots(figsize=(7, 4))
     xs = range(len(cats))
     ax.bar([i - 0.2 for i in xs], est, width=0.4, label="estimate", color="#4c72b0")

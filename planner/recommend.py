@@ -9,20 +9,20 @@ sharding, the stronger one on a tie.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from planner.catalog import GPU, ModelEntry
-from planner.errors import PlanError
-from planner.estimate import Estimate, estimate
-from planner.fit import fits, gpus_needed
-from planner.memory.overhead import DEFAULT_OVERHEAD, Overhead
-from planner.methods import REGISTRY
-from planner.setup import TrainingSetup
+from fitplan.catalog import GPU, ModelEntry
+from fitplan.errors import PlanError
+from fitplan.estimate import Estimate, estimate
+from fitplan.fit import fits, gpus_needed
+from fitplan.memory.overhead import DEFAULT_OVERHEAD, Overhead
+from fitplan.methods import REGISTRY
+from fitplan.setup import TrainingSetup
+from fitplan.units import GIB
 
 HEADROOM = 0.90
 RANKS_UP = (64, 32, 16)
 RANKS_DOWN = (8, 4)
-GIB = 2**30
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,11 @@ class Recommendation:
     lora_rank: int | None
     gpus: int | None
     reason: str
-    estimate: Estimate | None
+    estimate: Estimate | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"method": self.method, "lora_rank": self.lora_rank, "gpus": self.gpus, "reason": self.reason,
+                "peak_bytes": self.estimate.peak_bytes if self.estimate else None}
 
 
 def _try(model: ModelEntry, setup: TrainingSetup, overhead: Overhead) -> Estimate | None:
@@ -54,7 +58,7 @@ def recommend(model: ModelEntry, base: TrainingSetup, gpu: GPU, overhead: Overhe
     budget = gpu.usable_memory_bytes
     for m in ordered:
         setup = base.with_(method=m.name)
-        if m.name in ("lora", "qlora"):
+        if "lora_rank" in m.options:
             est = _best_rank(model, setup, gpu, overhead)
         else:
             est = _try(model, setup, overhead)
@@ -62,7 +66,7 @@ def recommend(model: ModelEntry, base: TrainingSetup, gpu: GPU, overhead: Overhe
         if est is None:
             continue
         spare = (budget - est.peak_bytes) / GIB
-        rank = est.setup.lora_rank if m.name in ("lora", "qlora") else None
+        rank = est.setup.lora_rank if "lora_rank" in m.options else None
         what = f"{m.title} r={rank}" if rank else m.title
         stronger = [o.title for o in ordered if o.strength > m.strength]
         why = f"{what} fits on one {gpu.name} with {spare:.1f} GiB to spare"
@@ -79,14 +83,14 @@ def recommend(model: ModelEntry, base: TrainingSetup, gpu: GPU, overhead: Overhe
             best = (n, m.strength, est)
     if best is None:
         return Recommendation(
-            base.method, None, None,
+            base.method.name, None, None,
             f"no method fits on {gpu.name} at any GPU count: shorten the sequence, lower the batch "
             "or enable gradient checkpointing", None,
         )
     n, _, est = best
-    rank = est.setup.lora_rank if est.setup.method in ("lora", "qlora") else None
+    rank = est.setup.lora_rank if "lora_rank" in est.setup.method.options else None
     return Recommendation(
-        est.setup.method, rank, n,
+        est.setup.method.name, rank, n,
         f"nothing fits on one {gpu.name}; {est.method.title} needs {n} GPUs with fully sharded states (FSDP / ZeRO-3)",
         est,
     )

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from planner.calibration import Observation, overhead_for
-from planner.catalog import ModelEntry, data_dir, resolve_gpu, resolve_model
-from planner.estimate import estimate
-from planner.sharding import Placement, per_gpu
-from planner.setup import TrainingSetup
-
-GIB = 2**30
+from fitplan.calibration import Observation, overhead_for
+from fitplan.catalog import ModelEntry, data_dir, resolve_gpu, resolve_model
+from fitplan.estimate import estimate
+from fitplan.sharding import Placement, per_gpu
+from fitplan.methods import REGISTRY
+from fitplan.setup import TrainingSetup
+from fitplan.units import GIB
 MODELS = {
     "Llama-3.2-3B": "llama-3.2-3b",
     "bigcode/gpt_bigcode-santacoder": "santacoder",
@@ -87,20 +87,21 @@ def nvidia_smi_bytes(row: dict[str, str]) -> int | None:
 
 def setup_for(row: dict[str, str]) -> tuple[ModelEntry, TrainingSetup, int, str] | str:
     """(model, setup, GPUs, settings in words) for a row the planner expresses, else why not."""
-    method = EXPRESSIBLE.get(row["method"])
-    if method is None:
+    name = EXPRESSIBLE.get(row["method"])
+    if name is None:
         return f"method {row['method']!r} is not one the planner models"
+    method = REGISTRY[name]
     model = resolve_model(MODELS[row["model"]])
     notes = row["notes"]
     if row["id"].startswith("PEFT"):
         common = dict(seq_len=768, batch_size=4, precision="bf16", optimizer="adamw", attention="sdpa",
                       device="cuda", grad_ckpt=False, method=method)
         words = "bf16, AdamW, SDPA, 768 x 4, no checkpointing"
-        if method == "lora":
+        if "lora_targets" in method.options:
             targets = tuple(t.strip() for t in row["lora_targets"].split("(")[0].split(","))
             setup = TrainingSetup(lora_rank=int(row["lora_r"]), lora_targets=targets, **common)
             words = f"r{row['lora_r']} {','.join(targets)}; " + words
-        elif method in ("prefix", "prompt", "ptuning"):
+        elif "num_virtual_tokens" in method.options:
             vt = int(re.search(r"num_virtual_tokens=(\d+)", notes).group(1))
             setup = TrainingSetup(num_virtual_tokens=vt, **common)
             words = f"{vt} virtual tokens; " + words
@@ -116,17 +117,17 @@ def setup_for(row: dict[str, str]) -> tuple[ModelEntry, TrainingSetup, int, str]
     common = dict(seq_len=seq, batch_size=mb, precision="bf16", optimizer="adamw", attention="flash",
                   device="cuda", grad_ckpt=True, method=method, transformers_major=4)
     words = f"{seq} x {mb}, FA2, checkpointing, {'FSDP x2' if gpus == 2 else '1 GPU'}, transformers 4"
-    if method in ("lora", "qlora"):
+    if "lora_targets" in method.options:
         targets = ("c_attn",) if model.shape.model_type == "gpt_bigcode" else ("q_proj", "k_proj", "v_proj", "o_proj")
         extra = {}
-        if method == "qlora":
+        if method.quantized_base:
             # fms-acceleration's plugin loads the 4-bit model itself and FSDP needs one dtype: neither
             # runs peft's fp32 upcast of the parameters that are not 4-bit
             plugin = "accelerated-peft-bnb" in notes
             extra = {"double_quant": "double quant" in row["quant"], "kbit_upcast": not (plugin or gpus > 1)}
         setup = TrainingSetup(lora_rank=int(row["lora_r"]), lora_targets=targets, lora_dropout=0.1, **common, **extra)
         fc = re.search(r"framework_config=([\w-]+)", notes)
-        words = f"r{row['lora_r']} q,k,v,o; " + words + (f"; {fc.group(1)}" if fc and method == "qlora" else "")
+        words = f"r{row['lora_r']} q,k,v,o; " + words + (f"; {fc.group(1)}" if fc and method.quantized_base else "")
     else:
         setup = TrainingSetup(**common)
     return model, setup, gpus, words
@@ -147,7 +148,7 @@ def compare(path: str | Path | None = None) -> tuple[list[Comparison], list[tupl
         tensors = est.peak.tensors if gpus == 1 else per_gpu(est, Placement("fsdp", gpus)).per_gpu.tensors
         kind = "reserved" if "max_memory_reserved" in row["measured_kind"] else "allocated"
         planner = overhead.reserved(tensors) if kind == "reserved" else overhead.allocated(tensors)
-        out.append(Comparison(row["id"], row["id"].split("-")[0], model.name, setup.method, words, kind,
+        out.append(Comparison(row["id"], row["id"].split("-")[0], model.name, setup.method.name, words, kind,
                               measured_bytes(row), planner, gpus))
     return out, skipped
 
@@ -174,3 +175,41 @@ def observations(path: str | Path | None = None, single_gpu_only: bool = True) -
         gpu = GPUS.get(row["gpu"])
         out.setdefault(gpu, []).append(Observation(id=row["id"], allocated=measured_bytes(row), used=used))
     return out
+
+
+@dataclass(frozen=True)
+class Report:
+    """Every expressible row beside the planner, and the rows it cannot express with their reasons."""
+
+    comparisons: tuple[Comparison, ...]
+    skipped: tuple[tuple[str, str], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "summary": summary(list(self.comparisons)),
+            "rows": [{"id": c.id, "model": c.model, "method": c.method, "settings": c.settings, "kind": c.kind,
+                      "gpus": c.gpus, "measured_bytes": c.measured_bytes, "planner_bytes": c.planner_bytes,
+                      "error_percent": round(c.error_percent, 3)} for c in self.comparisons],
+            "skipped": [{"id": i, "reason": r} for i, r in self.skipped],
+        }
+
+    def text(self) -> str:
+        from fitplan.render import tabulate
+        from fitplan.units import gib
+
+        s = summary(list(self.comparisons))
+        table = [[c.id, c.model, c.method, c.kind, gib(c.measured_bytes), gib(c.planner_bytes),
+                  f"{c.error_percent:+.1f}%", c.settings] for c in self.comparisons]
+        lines = ["Published peaks against the planner, GiB (2**30 bytes), allocated with allocated, reserved with reserved:",
+                 tabulate(table, ["row", "model", "method", "measured", "measured", "planner", "error", "settings"])]
+        if s["worst"] is not None:
+            lines.append(f"{s['rows']} rows; median |error| {s['median_abs_error_percent']}%; "
+                         f"worst {s['worst']['id']} {s['worst']['error_percent']:+.1f}%")
+        lines.append(f"{len(self.skipped)} rows not expressible: " + ", ".join(i for i, _ in self.skipped))
+        return "\n".join(lines)
+
+
+def report(path: str | Path | None = None) -> Report:
+    """Compare every row of a published-measurements CSV (default: the shipped one) with the planner."""
+    comparisons, skipped = compare(path)
+    return Report(tuple(comparisons), tuple(skipped))

@@ -1,28 +1,18 @@
-"""Tables for people and JSON for programs, from the same result objects.
+"""Text views of a Plan: the tables and lines a person reads. JSON is ``Plan.to_dict()``.
 
 Bytes stay ints until here; tables print GiB (2**30 bytes) with one decimal and say so.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from planner.breakdown import CATEGORIES
-from planner.catalog import GPU, ModelEntry
-from planner.estimate import PHASES, Estimate
-
-GIB = 2**30
-LABELS = {
-    "weights": "weights",
-    "quantization_state": "quant state",
-    "gradients": "gradients",
-    "optimizer_states": "optimizer",
-    "activations": "activations",
-    "logits_loss": "logits/loss",
-    "temporaries": "temporaries",
-    "overhead": "overhead",
-}
+from fitplan.breakdown import CATEGORIES, LABELS
+from fitplan.catalog import GPU, ModelEntry
+from fitplan.estimate import PHASES, Estimate
+from fitplan.request import ASSUMED
+from fitplan.result import MethodResult, Plan
+from fitplan.units import MIB, count, gib
 
 
 def tabulate(rows: list[list[Any]], headers: list[str]) -> str:
@@ -31,25 +21,20 @@ def tabulate(rows: list[list[Any]], headers: list[str]) -> str:
     (Written here rather than imported: tabulate 0.10 pulls in importlib.metadata, a quarter of the
     planner's cold-start budget.)
     """
-    import click
-
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
     # pad by the visible width: ANSI colour codes take no room on the screen
-    widths = [max(len(click.unstyle(r[i])) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c + " " * (w - len(click.unstyle(c))) for c, w in zip(r, widths)).rstrip() for r in cells]
+    widths = [max(len(_unstyle(r[i])) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c + " " * (w - len(_unstyle(c))) for c, w in zip(r, widths)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
-def gib(n: int) -> str:
-    return f"{n / GIB:.1f}"
+def _unstyle(text: str) -> str:
+    if "\x1b" not in text:
+        return text
+    import re
 
-
-def count(n: int) -> str:
-    for unit, size in (("B", 10**9), ("M", 10**6), ("K", 10**3)):
-        if n >= size:
-            return f"{n / size:.2f}{unit}"
-    return str(n)
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
 def model_line(model: ModelEntry) -> str:
@@ -61,9 +46,9 @@ def model_line(model: ModelEntry) -> str:
     )
 
 
-def setup_line(est: Estimate) -> str:
-    st = est.setup
-    if st.grad_ckpt is None and st.method == "qlora":
+def setup_line(plan: Plan) -> str:
+    st = plan.setup
+    if st.grad_ckpt is None and st.method.checkpointing_default:
         ckpt = "on (peft's prepare_model_for_kbit_training enables it)"
     elif st.grad_ckpt is None:
         ckpt = "off (on for qlora, as peft's prepare_model_for_kbit_training does)"
@@ -93,25 +78,27 @@ def fit_cell(fits: bool, needs: int | None) -> str:
     return click.style(text, fg="green" if fits else ("yellow" if needs else "red"))
 
 
-def plan_table(rows: list[dict[str, Any]], gpu: GPU | None) -> str:
-    headers = ["method", "trainable", "weights", "quant", "grads", "optim", "activ", "logits", "temps", "overhead", "peak/GPU", "saves"]
+def plan_table(results: list[MethodResult], gpu: GPU | None) -> str:
+    headers = ["method", "trainable", "weights", "quant", "grads", "optim", "activ", "logits", "temps", "overhead",
+               "peak/GPU", "saves"]
     if gpu is not None:
         headers.append(f"fits {gpu.name}")
     table = []
-    for r in rows:
-        if "error" in r:
-            table.append([r["method"], "-", *(["-"] * 10), *(["n/a"] if gpu else [])][: len(headers)])
+    for r in results:
+        if r.estimate is None:
+            table.append([r.method.name, "-", *(["-"] * 10), *(["n/a"] if gpu else [])][: len(headers)])
             continue
-        b = r["peak_breakdown"]
+        est = r.estimate
+        b = est.peak
         line = [
-            ("* " if r.get("recommended") else "") + r["method"],
-            f"{count(r['trainable_parameters'])} ({r['trainable_percent']:.2f}%)",
-            gib(b["weights"]), gib(b["quantization_state"]), gib(b["gradients"]), gib(b["optimizer_states"]),
-            gib(b["activations"]), gib(b["logits_loss"]), gib(b["temporaries"]), gib(b["overhead"]),
-            gib(r["peak_bytes_per_gpu"]), gib(r["saved_bytes"]),
+            ("* " if r.recommended else "") + r.method.name,
+            f"{count(est.trainable_params)} ({est.trainable_percent:.2f}%)",
+            gib(b.weights), gib(b.quantization_state), gib(b.gradients), gib(b.optimizer_states),
+            gib(b.activations), gib(b.logits_loss), gib(b.temporaries), gib(b.overhead),
+            gib(r.peak_bytes_per_gpu), gib(est.saved_file_bytes),
         ]
         if gpu is not None:
-            line.append(fit_cell(r["fits"], r["gpus_needed"]))
+            line.append(fit_cell(r.fits, r.gpus_needed))
         table.append(line)
     return tabulate(table, headers)
 
@@ -125,5 +112,102 @@ def phase_table(est: Estimate) -> str:
     return tabulate(rows, headers)
 
 
-def to_json(payload: dict[str, Any]) -> str:
-    return json.dumps(payload, indent=2, sort_keys=False)
+def _suggestions(plan: Plan) -> list[str]:
+    tokens = plan.request.tokens
+    how = "cost to finish" if tokens else "indicative price per hour"
+    lines = ["", f"GPU configurations that hold the step, cheapest {how} first (prices: on-demand, indicative, per "
+             "data/gpus; GiB is 2**30 bytes):"]
+    table = []
+    for x in plan.suggestions:
+        p = x.result.placement
+        row = [x.gpu.name, p.gpus, p.nodes, p.strategy, p.offload, "on" if x.setup.checkpointing else "off",
+               gib(x.result.peak_bytes), f"{100 * x.headroom_fraction:.0f}%",
+               "-" if x.price_per_hour is None else f"${x.price_per_hour:,.2f} ({x.gpu.price_date})"]
+        if tokens:
+            row += ["-" if x.hours is None else f"{x.hours:,.1f}", "-" if x.cost is None else f"${x.cost:,.0f}"]
+        table.append(row)
+    headers = ["gpu", "GPUs", "nodes", "sharding", "offload", "ckpt", "GiB/GPU", "headroom", "$/h all GPUs"]
+    if tokens:
+        headers += ["hours", "cost"]
+    lines.append(tabulate(table, headers))
+    if tokens:
+        lines.append(f"Time: tokens x FLOPs per token (6 x parameters for full fine-tuning, 4 x with a frozen base, "
+                     f"+2 x with checkpointing) at {100 * plan.request.value('mfu'):.0f}% of each GPU's bf16 peak.")
+    return lines
+
+
+def render(plan: Plan) -> str:
+    """The whole text answer."""
+    gpu, model = plan.gpu, plan.model
+    out = [model_line(model)]
+    if gpu is not None:
+        out.append(f"GPU: {gpu.display_name}, {gib(gpu.usable_memory_bytes)} GiB usable of {gib(gpu.memory_bytes)} GiB")
+    out += [setup_line(plan), ""]
+    results = list(plan.methods.values())
+    if not plan.single:
+        out.append("Peak memory per GPU, GiB (2**30 bytes), by component at each method's peak phase:")
+        out.append(plan_table(results, gpu))
+        if plan.setup.gpus > 1:
+            out.append(f"(components are one unsharded replica's; peak/GPU shards weights, gradients and "
+                       f"optimizer states over {plan.setup.gpus} GPUs)")
+    else:
+        r = plan.method
+        est = r.estimate
+        out.append(f"{est.method.title}: {est.trainable_params:,} trainable parameters ({est.trainable_percent:.3f}%), "
+                   f"saves {est.saved_file_bytes / MIB:,.1f} MiB ({est.method.saved_kind})")
+        out.append("Memory by training phase, GiB (2**30 bytes):")
+        out.append(phase_table(est))
+        if est.setup.device == "cuda":
+            out.append(f"What the tools will say at the peak: allocated {gib(est.allocated_bytes)} GiB "
+                       f"(torch.cuda.max_memory_allocated), reserved {gib(est.reserved_bytes)} GiB, "
+                       f"device used {gib(est.device_used_bytes)} ± {gib(est.band_bytes)} GiB (nvidia-smi)")
+        if gpu is not None:
+            n = r.gpus_needed
+            verdict = "fits" if r.fits else (f"needs {n} GPUs (FSDP full shard)" if n else "does not fit at any GPU count")
+            out.append(f"On {gpu.name}: peak {gib(est.peak_bytes)} GiB of {gib(gpu.usable_memory_bytes)} GiB usable: {verdict}")
+    for r in results:
+        if r.estimate is None:
+            out.append(f"  {r.method.name}: not estimated: {r.error}")
+    if plan.placements:
+        out.append("")
+        out.append(f"Across {gpu.name} GPUs ({plan.gpus_per_node} per node), the fewest that hold the step for each "
+                   f"sharding{plan.placements_note}:")
+        out.append(tabulate([[o.placement.strategy, o.placement.offload, o.placement.gpus, o.placement.nodes,
+                              gib(o.peak_bytes), gib(o.host_bytes_per_node), o.phase] for o in plan.placements],
+                            ["sharding", "offload", "GPUs", "nodes", "GiB per GPU", "host GiB per node", "peak phase"]))
+    elif plan.placements is not None and not plan.method.fits:
+        out.append(f"No sharding or offload holds this step on {gpu.name} at any count up to 4096 GPUs: the "
+                   "activations are not sharded; enable --grad-ckpt, shorten the sequence or lower the batch.")
+    if plan.training is not None:
+        t = plan.training
+        cost = "" if t.cost_usd is None else f", about ${t.cost_usd:,.0f} at {gpu.name}'s indicative price ({gpu.price_date})"
+        hours = "unknown (no bf16/fp16 peak in the catalog)" if t.hours is None else f"{t.hours:,.1f} h"
+        out.append(f"Training {t.tokens:,} tokens on {t.gpus} x {gpu.name} at {100 * t.mfu:.0f}% of peak: {hours}{cost}")
+    for name, value in (plan.largest or {}).items():
+        what = "micro batch" if name == "batch_size" else "sequence length"
+        if value is None:
+            out.append(f"Largest {what} that fits one {gpu.name}: none (1 does not fit)")
+        else:
+            out.append(f"Largest {what} that fits one {gpu.name}: {value:,} (the next one up does not fit)")
+    if plan.suggestions is not None:
+        out += _suggestions(plan)
+    rec = plan.recommendation
+    if rec is not None:
+        out.append("")
+        out.append(f"Recommended: {rec.method}" + (f" r={rec.lora_rank}" if rec.lora_rank else "") + f" ({rec.reason})")
+    if plan.setup.device == "cuda" and (gpu is not None or plan.calibration is not None):
+        if plan.calibration is not None:
+            out.append(f"Calibration: {plan.calibration.describe()}")
+        else:
+            out.append(f"Calibration: none matches {gpu.name} or its architecture ({gpu.architecture}); documented "
+                       "defaults (CUDA context 512 MiB, allocator reserve 5%)")
+    for note in plan.notes:
+        out.append(f"Note: {note}")
+    if rec is not None:
+        out.append("* the recommended method")
+    if plan.assumed:
+        out.append("Assumed, not chosen (change with the option named):")
+        for i, k in enumerate(plan.assumed, 1):
+            words, option = ASSUMED[k]
+            out.append(f"  [{i}] {words} {getattr(plan.setup, k)} ({option})")
+    return "\n".join(out)

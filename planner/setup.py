@@ -1,27 +1,19 @@
-"""TrainingSetup: everything about a training step that memory depends on, checked on creation."""
+"""TrainingSetup: everything about one method's training step that memory depends on, checked on creation."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from planner.errors import PlanError, unknown_choice
+from fitplan.errors import PlanError, unknown_choice
+from fitplan.methods import Method
+from fitplan.methods import method as get_method
+from fitplan.optimizers import NAMES as OPTIMIZERS
 
 PRECISIONS = ("fp32", "bf16", "fp16", "bf16-mixed", "fp16-mixed", "bf16-master")
 ATTENTIONS = ("eager", "sdpa", "flash")
 DEVICES = ("cuda", "cpu")
 QUANTS = ("nf4", "fp4")
-OPTIMIZERS = (
-    "adamw",
-    "adamw-8bit",
-    "paged-adamw",
-    "paged-adamw-8bit",
-    "sgd",
-    "sgd-momentum",
-    "adafactor",
-    "lion",
-)
-METHODS = ("full", "lora", "qlora", "adapter", "prefix", "prompt", "ptuning")
 
 # Limits that catch typos and absurd input before any arithmetic (bytes stay well inside int64).
 MAX_SEQ_LEN = 10_000_000
@@ -32,8 +24,9 @@ MAX_GPUS = 100_000
 
 @dataclass(frozen=True)
 class TrainingSetup:
-    """One training configuration. Sizes in elements or tokens; nothing here is in bytes.
+    """One training configuration of one method. Sizes in elements or tokens; nothing here is in bytes.
 
+    ``method``: a method of the registry (a name is looked up on creation).
     ``precision``: ``bf16``/``fp16``/``fp32`` keep weights, gradients and optimizer states in that
     type (pure low-precision training); ``bf16-mixed``/``fp16-mixed`` keep fp32 weights and states
     and run matrix products under autocast (torch AMP); ``bf16-master`` keeps bf16 weights with an
@@ -50,7 +43,7 @@ class TrainingSetup:
     contiguous fp32 copy of the shifted logits).
     """
 
-    method: str = "lora"
+    method: Method = "lora"  # type: ignore[assignment]  # a name is accepted and looked up
     seq_len: int = 2048
     batch_size: int = 1
     precision: str = "bf16"
@@ -73,8 +66,7 @@ class TrainingSetup:
     assumed: tuple[str, ...] = field(default=(), compare=False)  # options the user did not set
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise unknown_choice("method", self.method, METHODS)
+        object.__setattr__(self, "method", get_method(self.method))
         if self.precision not in PRECISIONS:
             raise unknown_choice("precision", self.precision, PRECISIONS)
         if self.optimizer not in OPTIMIZERS:
@@ -108,18 +100,13 @@ class TrainingSetup:
             raise PlanError("lora-targets must name at least one module (or 'all-linear')")
         if self.attention == "flash" and self.device == "cpu":
             raise PlanError("attention 'flash' (FlashAttention 2) needs a CUDA device; use 'sdpa' or 'eager' on cpu")
-        if self.method == "prefix" and self.checkpointing:
-            raise PlanError(
-                "prefix tuning does not work with gradient checkpointing in peft "
-                "('PREFIX_TUNING does not work with gradient checkpointing'); drop --grad-ckpt"
-            )
+        if self.checkpointing and self.method.checkpointing_refused:
+            raise PlanError(f"{self.method.checkpointing_refused}; drop --grad-ckpt")
 
     # ---- derived facts ----------------------------------------------------------------
     @property
     def checkpointing(self) -> bool:
-        if self.grad_ckpt is None:
-            return self.method == "qlora"
-        return self.grad_ckpt
+        return self.method.checkpointing_default if self.grad_ckpt is None else self.grad_ckpt
 
     @property
     def mixed(self) -> bool:
@@ -146,15 +133,26 @@ class TrainingSetup:
         return self.device == "cuda" if self.foreach is None else self.foreach
 
     @property
+    def activation_bytes(self) -> int:
+        """Bytes per element of the activations the layers compute."""
+        return self.method.activation_bytes(self)
+
+    @property
     def virtual_tokens(self) -> int:
         """Tokens the method prepends to every sequence (prompt tuning and P-tuning)."""
-        return self.num_virtual_tokens if self.method in ("prompt", "ptuning") else 0
+        return self.method.virtual_tokens(self)
+
+    @property
+    def prefix_tokens(self) -> int:
+        """Tokens the method prepends to every layer's keys and values (prefix tuning)."""
+        return self.method.prefix_tokens(self)
 
     def with_(self, **changes: Any) -> TrainingSetup:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "assumed"}
+        out["method"] = self.method.name
         out["lora_targets"] = list(self.lora_targets)
         out["grad_ckpt"] = self.checkpointing
         out["foreach"] = self.uses_foreach

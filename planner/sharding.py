@@ -28,11 +28,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planner.breakdown import MemoryBreakdown
-from planner.errors import PlanError, unknown_choice
-from planner.estimate import Estimate
-from planner.memory.overhead import framework_overhead
-from planner.methods import TensorGroup
+from fitplan.breakdown import MemoryBreakdown
+from fitplan.errors import PlanError, unknown_choice
+from fitplan.estimate import Estimate
+from fitplan.memory.overhead import framework_overhead
+from fitplan.methods import TensorGroup
 
 STRATEGIES = ("none", "ddp", "zero1", "zero2", "zero3", "fsdp", "hybrid")
 OFFLOADS = ("none", "optimizer", "params")
@@ -86,14 +86,14 @@ def _layer_bytes(est: Estimate, groups: list[TensorGroup], trainable_only: bool 
     L = est.model.shape.num_layers
     total = 0
     for g in groups:
-        if g.count >= L and g.count % L == 0 and (g.trainable or not trainable_only):
+        if g.per_layer(L) and (g.trainable or not trainable_only):
             total += g.data_bytes() + (0 if trainable_only else g.quant_state_bytes(est.setup.double_quant))
     return total // L
 
 
 def _root_bytes(est: Estimate, groups: list[TensorGroup]) -> int:
     L = est.model.shape.num_layers
-    return sum(g.data_bytes() for g in groups if not (g.count >= L and g.count % L == 0) and not g.added)
+    return sum(g.data_bytes() for g in groups if not g.per_layer(L) and not g.added)
 
 
 def per_gpu(est: Estimate, placement: Placement) -> ShardedPeak:

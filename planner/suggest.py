@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planner.catalog import GPU, ModelEntry, gpu_catalog
-from planner.errors import PlanError
-from planner.estimate import estimate, template
-from planner.memory.overhead import Overhead
-from planner.setup import MAX_BATCH, MAX_SEQ_LEN, TrainingSetup
-from planner.sharding import DEFAULT_GPUS_PER_NODE, ShardedPeak, options
+from fitplan.catalog import GPU, ModelEntry, gpu_catalog
+from fitplan.errors import PlanError
+from fitplan.estimate import estimate, template
+from fitplan.memory.overhead import Overhead
+from fitplan.setup import MAX_BATCH, MAX_SEQ_LEN, TrainingSetup
+from fitplan.sharding import DEFAULT_GPUS_PER_NODE, ShardedPeak, options
 
 DEFAULT_MFU = 0.40
 
@@ -40,8 +40,9 @@ class Suggestion:
 
 
 def flops_per_token(model: ModelEntry, setup: TrainingSetup) -> int:
+    """The method's FLOPs per token (6P with the base trained, 4P frozen), +2P with checkpointing."""
     p = model.shape.parameter_count
-    per = 6 * p if setup.method == "full" else 4 * p
+    per = setup.method.flops_per_token(p)
     if setup.checkpointing:
         per += 2 * p
     return per
@@ -64,7 +65,7 @@ def suggest(model: ModelEntry, setup: TrainingSetup, overheads: dict[str, Overhe
         if setup.precision.startswith("bf16") and not gpu.supports_bf16:
             st = setup.with_(precision=setup.precision.replace("bf16", "fp16"))
         variants = [st]
-        if st.grad_ckpt is None and not st.checkpointing and st.method != "prefix":
+        if st.grad_ckpt is None and not st.checkpointing and st.method.checkpointing_refused is None:
             variants.append(st.with_(grad_ckpt=True))      # not chosen by the user: try it
         best = None
         for variant in variants:

@@ -1,11 +1,6 @@
-"""Shared test set-up: the measuring helpers on the path, and the ``gpu`` marker's skip."""
-
-import sys
-from pathlib import Path
+"""Shared test set-up: the ``gpu`` marker's skip."""
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 def _cuda_available() -> bool:

@@ -21,13 +21,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from planner.architecture import ModelShape
-from planner.errors import PlanError
-from planner.methods import lora_target_matrices
-from planner.setup import TrainingSetup
-from validate.adapters import add_bottleneck_adapters
+from fitplan.architecture import ModelShape
+from fitplan.dtypes import dtype
+from fitplan.errors import PlanError
+from fitplan.setup import TrainingSetup
 
-TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a storage-type name of the planner's table (``bf16`` -> ``torch.bfloat16``)."""
+    return getattr(torch, dtype(name).torch_name)
 
 
 def hf_config(raw: dict[str, Any], num_layers: int | None = None):
@@ -43,32 +45,8 @@ def hf_config(raw: dict[str, Any], num_layers: int | None = None):
     return AutoConfig.for_model(model_type, **cfg)
 
 
-def _lora_targets(shape: ModelShape, setup: TrainingSetup) -> Any:
-    if "all-linear" in setup.lora_targets:
-        return "all-linear"
-    return sorted({m.name for m in lora_target_matrices(shape, setup.lora_targets)})
-
-
-def _peft_config(shape: ModelShape, setup: TrainingSetup):
-    import peft
-
-    if setup.method in ("lora", "qlora"):
-        return peft.LoraConfig(
-            task_type="CAUSAL_LM", r=setup.lora_rank, lora_alpha=2 * setup.lora_rank,
-            lora_dropout=setup.lora_dropout, target_modules=_lora_targets(shape, setup),
-        )
-    if setup.method == "prefix":
-        return peft.PrefixTuningConfig(
-            task_type="CAUSAL_LM", num_virtual_tokens=setup.num_virtual_tokens, prefix_projection=setup.prefix_projection
-        )
-    if setup.method == "prompt":
-        return peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=setup.num_virtual_tokens)
-    if setup.method == "ptuning":
-        return peft.PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=setup.num_virtual_tokens)
-    return None
-
-
-def _checkpointing(model: nn.Module) -> None:
+def enable_checkpointing(model: nn.Module) -> None:
+    """transformers' non-reentrant gradient checkpointing of every decoder layer."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -76,24 +54,7 @@ def _checkpointing(model: nn.Module) -> None:
 
 def apply_method(model: nn.Module, shape: ModelShape, setup: TrainingSetup) -> nn.Module:
     """Make the method's parameters trainable (and only those), adding adapters where it has them."""
-    import peft
-
-    if setup.method == "full":
-        for p in model.parameters():
-            p.requires_grad_(True)
-    elif setup.method == "adapter":
-        add_bottleneck_adapters(model, shape.hidden_size, setup.adapter_size)
-    elif setup.method == "qlora":
-        model = peft.prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=setup.checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
-        )
-    if setup.checkpointing and setup.method != "qlora":
-        _checkpointing(model)
-    config = _peft_config(shape, setup)
-    if config is not None:
-        model = peft.get_peft_model(model, config)
-    return model
+    return setup.method.build(model, shape, setup)
 
 
 _SAVED: dict[tuple[str, str], tempfile.TemporaryDirectory] = {}
@@ -115,24 +76,21 @@ def _saved_random_model(raw: dict[str, Any], cfg, dtype: torch.dtype) -> str:
 
 def build_real(raw: dict[str, Any], shape: ModelShape, setup: TrainingSetup, device: str) -> nn.Module:
     """A model with random weights on ``device`` ("cpu" or "cuda"), the method applied."""
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
 
     cfg = hf_config(raw)
-    dtype = TORCH_DTYPES[setup.weight_dtype]
-    if setup.method == "qlora":
-        compute = TORCH_DTYPES[setup.compute_dtype]
+    quantization = setup.method.quantization_config(setup)
+    if quantization is not None:
+        compute = torch_dtype(setup.compute_dtype)
         folder = _saved_random_model(raw, cfg, compute)
         model = AutoModelForCausalLM.from_pretrained(
             folder, dtype=compute, attn_implementation=setup.attention,
-            device_map={"": device} if device == "cuda" else None,
-            quantization_config=BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type=setup.quant, bnb_4bit_use_double_quant=setup.double_quant,
-                bnb_4bit_compute_dtype=compute,
-            ),
+            device_map={"": device} if device == "cuda" else None, quantization_config=quantization,
         )
     else:
         with torch.device(device):
-            model = AutoModelForCausalLM.from_config(cfg, attn_implementation=setup.attention, dtype=dtype)
+            model = AutoModelForCausalLM.from_config(cfg, attn_implementation=setup.attention,
+                                                     dtype=torch_dtype(setup.weight_dtype))
     model = apply_method(model, shape, setup)
     model.train()
     return model
@@ -196,13 +154,13 @@ def build_fake(raw: dict[str, Any], shape: ModelShape, setup: TrainingSetup, fak
     """A ``num_layers``-deep model of fake CPU tensors, the method applied."""
     from transformers import AutoModelForCausalLM
 
-    if setup.method == "qlora":
-        raise PlanError("qlora cannot run under fake tensors (bitsandbytes quantizes real weights); use --mode cpu or cuda")
+    if setup.method.quantized_base:
+        raise PlanError(f"{setup.method.name} cannot run under fake tensors (its base is quantized from real "
+                        "weights); use --mode cpu or cuda")
     cfg = hf_config(raw, num_layers)
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(
-            cfg, attn_implementation=setup.attention, dtype=TORCH_DTYPES[setup.weight_dtype]
-        )
+        model = AutoModelForCausalLM.from_config(cfg, attn_implementation=setup.attention,
+                                                 dtype=torch_dtype(setup.weight_dtype))
         model = apply_method(model, shape, setup)
     fakeify(model, fake_mode)
     model.train()

@@ -11,26 +11,13 @@ from typing import Any
 
 import click
 
-from planner.errors import PlanError
-from planner.render import tabulate
-from validate.records import SHARED
+from fitplan.breakdown import SHARED_CATEGORIES
+from fitplan.errors import PlanError
+from fitplan.render import tabulate
+from fitplan.units import mib as _mib
+from fitplan.validate.env import quiet_libraries
 
-MIB = 2**20
 MODES = ("auto", "cuda", "cpu", "fake")
-
-
-def _quiet_libraries() -> None:
-    import transformers
-
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    import warnings
-
-    warnings.filterwarnings("ignore", category=FutureWarning)
-
-
-def _mib(n: int | None) -> str:
-    return "-" if n is None else f"{n / MIB:,.1f}"
 
 
 def render(record: dict[str, Any]) -> str:
@@ -55,7 +42,7 @@ def render(record: dict[str, Any]) -> str:
     lines.append(f"Measured {how}, {m['steps']} steps, in {m['duration_s']:.1f} s" +
                  (f"; {m['notes'][0]}" if m.get("notes") else ""))
     rows = []
-    for k in SHARED:
+    for k in SHARED_CATEGORIES:
         pct = err["categories"].get(k)
         rows.append([k.replace("_", " "), _mib(e["categories"].get(k, 0)), _mib(m["categories"].get(k, 0)),
                      "-" if pct is None else f"{pct:+.1f}%"])
@@ -68,12 +55,61 @@ def render(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def validate_command(settings: dict[str, Any], mode: str, sweep: str | None, out: str | None, as_json: bool,
-                     plot_path: str | None = None) -> None:
-    from validate import run as runner
-    from validate.measure import cuda_available
+# what `plan validate` runs where an option is not given (its --help says the same)
+DEFAULTS = {"method": "lora", "seq_len": 512, "batch_size": 1, "optimizer": "adamw", "attention": "sdpa"}
 
-    _quiet_libraries()
+
+def settings_from(values: dict[str, Any], mode: str, steps: int, nproc: int, sharding: str | None) -> dict[str, Any]:
+    """The run's settings (a record's ``settings``) from the command line's values, checked."""
+    from fitplan.methods import NAMES
+    from fitplan.optimizers import NAMES as OPTIMIZERS
+    from fitplan.plan import _choice
+    from fitplan.setup import ATTENTIONS, PRECISIONS, QUANTS
+
+    mode = _choice("mode", mode, MODES)
+    if steps < 2:
+        raise PlanError("--steps must be at least 2: the optimizer's state appears at the first")
+    if nproc < 1:
+        raise PlanError(f"nproc must be positive, got {nproc}")
+    for name in ("seq_len", "batch_size", "lora_rank", "adapter_size", "num_virtual_tokens"):
+        if values.get(name) is not None and values[name] <= 0:
+            raise PlanError(f"--{name.replace('_', '-')} must be positive, got {values[name]}")
+    v = {k: (DEFAULTS.get(k) if values.get(k) is None else values[k]) for k in set(values) | set(DEFAULTS)}
+    settings: dict[str, Any] = {
+        "model": v.get("model"), "method": _choice("method", v["method"], NAMES),
+        "seq_len": v["seq_len"], "batch_size": v["batch_size"],
+        "precision": _choice("precision", v.get("precision") or ("fp32" if mode == "cpu" else "bf16"), PRECISIONS),
+        "optimizer": _choice("optimizer", v["optimizer"], OPTIMIZERS), "grad_ckpt": v.get("grad_ckpt"),
+        "attention": _choice("attention implementation", v["attention"], ATTENTIONS), "steps": steps,
+    }
+    optional = {"lora_rank": None, "lora_targets": None, "lora_dropout": None, "adapter_size": None,
+                "num_virtual_tokens": None, "prefix_projection": None, "double_quant": None, "kbit_upcast": None}
+    for k in optional:
+        if v.get(k) is not None:
+            settings[k] = v[k]
+    if v.get("quant") is not None:
+        settings["quant"] = _choice("quantization", v["quant"], QUANTS)
+    if v.get("transformers") is not None:
+        settings["transformers_major"] = v["transformers"]
+    if nproc > 1:
+        if mode not in ("auto", "cpu", "cuda"):
+            raise PlanError("--nproc runs real ranks: use --mode cpu (gloo) or cuda (NCCL)")
+        settings.update(nproc=nproc, sharding=_choice("sharding", sharding or "fsdp", ("fsdp",)))
+    elif sharding:
+        raise PlanError("--sharding needs --nproc 2 or more")
+    return settings
+
+
+def validate_command(values: dict[str, Any], mode: str, steps: int = 2, nproc: int = 1, sharding: str | None = None,
+                     sweep: str | None = None, out: str | None = None, as_json: bool = False,
+                     plot_path: str | None = None) -> None:
+    """`plan validate`: one run (estimate beside measurement), or a sweep into a JSONL file."""
+    settings = settings_from(values, mode, steps, nproc, sharding)
+    mode = mode.strip().lower()
+    from fitplan.validate import run as runner
+    from fitplan.validate.measure import cuda_available
+
+    quiet_libraries()
     if mode == "cuda" and not cuda_available():
         raise PlanError("--mode cuda needs an NVIDIA GPU with CUDA, and torch sees none here; use --mode cpu or fake")
     if sweep:
@@ -96,14 +132,14 @@ def validate_command(settings: dict[str, Any], mode: str, sweep: str | None, out
         raise PlanError("missing --model (or --sweep FILE): e.g. plan validate --model llama-3.2-1b --method lora")
     settings["mode"] = mode
     if plot_path:
-        from planner.plot import _check_path
+        from fitplan.plot import check_path
 
-        _check_path(plot_path)  # a bad name fails before the run, not after
+        check_path(plot_path)  # a bad name fails before the run, not after
     record = runner.validate_one(settings, Path.cwd())
     if out:
         runner.append_record(out, record)
     if plot_path:
-        from planner.plot import validation_chart
+        from fitplan.plot import validation_chart
 
         validation_chart(record, plot_path)
     if as_json:

@@ -6,7 +6,7 @@ where each rank has a GPU), shards every decoder layer and then the whole model 
 and measures each rank's peak with PyTorch's FSDP memory tracker
 (``torch.distributed._tools.fsdp2_mem_tracker.FSDPMemTracker``), which follows FSDP2's
 parameter resharding (storages resized rather than freed). The planner's estimate for the same
-placement is ``planner.sharding.per_gpu(estimate, Placement("fsdp", N))``.
+placement is ``fitplan.sharding.per_gpu(estimate, Placement("fsdp", N))``.
 
 Across nodes the same code runs under ``torchrun --nnodes M --nproc-per-node N`` with the usual
 rendezvous variables; this command starts the local ranks itself.
@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from planner.architecture import ModelShape
-from planner.setup import TrainingSetup
+from fitplan.architecture import ModelShape
+from fitplan.setup import TrainingSetup
 
 
 def _free_port() -> int:
@@ -45,11 +45,11 @@ def _worker(rank: int, world: int, port: int, raw: dict[str, Any], shape: ModelS
         from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker
         from torch.distributed.fsdp import fully_shard
 
-        from validate.build import build_real
-        from validate.cli import _quiet_libraries
-        from validate.measure import make_optimizer
+        from fitplan.validate.build import build_real
+        from fitplan.validate.env import quiet_libraries
+        from fitplan.validate.measure import make_optimizer
 
-        _quiet_libraries()
+        quiet_libraries()
         device = f"cuda:{rank}" if use_cuda else "cpu"
         if use_cuda:
             torch.cuda.set_device(rank)

@@ -27,13 +27,14 @@ from typing import Any
 
 import torch
 
-from planner.architecture import ModelShape
-from planner.errors import PlanError
-from planner.setup import TrainingSetup
-from validate.build import build_fake, build_real, real_mask_decisions
-from validate.tracker import MemoryTracker, coarse_category
+from fitplan.architecture import ModelShape
+from fitplan.breakdown import CATEGORIES, MemoryBreakdown
+from fitplan.errors import PlanError
+from fitplan.optimizers import optimizer
+from fitplan.setup import TrainingSetup
+from fitplan.validate.build import build_fake, build_real, real_mask_decisions, torch_dtype
+from fitplan.validate.tracker import MemoryTracker, category_of
 
-SHARED_CATEGORIES = ("parameters", "gradients", "optimizer_states", "activations", "temporaries", "other")
 FAKE_DEPTHS = (2, 3)
 
 
@@ -42,7 +43,7 @@ class Measurement:
     mode: str
     peak_bytes: int                       # live tensor bytes at the peak (tracker)
     peak_phase: str
-    categories: dict[str, int]            # SHARED_CATEGORIES at the peak
+    breakdown: MemoryBreakdown            # the planner's categories at the peak
     steps: int
     duration_s: float
     allocated_peak_bytes: int | None = None   # cuda: torch.cuda.max_memory_allocated
@@ -53,7 +54,10 @@ class Measurement:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["breakdown"] = self.breakdown.parts()
+        out["categories"] = self.breakdown.shared()
+        return out
 
 
 class MeasurementError(RuntimeError):
@@ -70,29 +74,8 @@ def is_oom(exc: BaseException) -> bool:
 
 
 def make_optimizer(setup: TrainingSetup, params: list[torch.nn.Parameter]):
-    opt = setup.optimizer
-    foreach = setup.uses_foreach
-    if opt == "adamw":
-        return torch.optim.AdamW(params, lr=1e-5, foreach=foreach)
-    if opt == "sgd":
-        return torch.optim.SGD(params, lr=1e-5, foreach=foreach)
-    if opt == "sgd-momentum":
-        return torch.optim.SGD(params, lr=1e-5, momentum=0.9, foreach=foreach)
-    if opt == "adafactor":
-        from transformers.optimization import Adafactor
-
-        return Adafactor(params, lr=1e-5, relative_step=False, scale_parameter=False, warmup_init=False)
-    import bitsandbytes as bnb
-
-    if opt == "adamw-8bit":
-        return bnb.optim.AdamW8bit(params, lr=1e-5)
-    if opt == "paged-adamw":
-        return bnb.optim.PagedAdamW(params, lr=1e-5)
-    if opt == "paged-adamw-8bit":
-        return bnb.optim.PagedAdamW8bit(params, lr=1e-5)
-    if opt == "lion":
-        return bnb.optim.Lion(params, lr=1e-5)
-    raise PlanError(f"optimizer {opt!r} has no validator implementation")
+    """The setup's optimizer, from the table the planner uses (``fitplan.optimizers``)."""
+    return optimizer(setup.optimizer).make(params, foreach=setup.uses_foreach)
 
 
 def _register_model(tracker: MemoryTracker, model: torch.nn.Module) -> None:
@@ -112,9 +95,7 @@ def _register_model(tracker: MemoryTracker, model: torch.nn.Module) -> None:
 
 def _autocast(setup: TrainingSetup, device: str):
     if setup.mixed:
-        from validate.build import TORCH_DTYPES
-
-        return torch.autocast(device_type=device, dtype=TORCH_DTYPES[setup.compute_dtype])
+        return torch.autocast(device_type=device, dtype=torch_dtype(setup.compute_dtype))
     import contextlib
 
     return contextlib.nullcontext()
@@ -163,10 +144,10 @@ def _train(model, setup: TrainingSetup, vocab: int, steps: int, tracker: MemoryT
             tracker.mark("end_step")
 
 
-def _coarse(composition: dict[str, int]) -> dict[str, int]:
-    out = dict.fromkeys(SHARED_CATEGORIES, 0)
+def _breakdown(composition: dict[str, int]) -> dict[str, int]:
+    out = dict.fromkeys(CATEGORIES, 0)
     for kind, nbytes in composition.items():
-        out[coarse_category(kind)] += nbytes
+        out[category_of(kind)] += nbytes
     return out
 
 
@@ -179,13 +160,13 @@ def _phase_peaks(tracker: MemoryTracker, step: int) -> dict[str, tuple[int, dict
             continue
         comp, _ = tracker.composition(pk["event"])
         # categories are judged with the kinds known at the end (gradients are named after backward)
-        out[phase] = (pk["bytes"], _coarse(comp))
+        out[phase] = (pk["bytes"], _breakdown(comp))
     return out
 
 
-def _best(phases: dict[str, tuple[int, dict[str, int]]]) -> tuple[str, int, dict[str, int]]:
+def _best(phases: dict[str, tuple[int, dict[str, int]]]) -> tuple[str, int, MemoryBreakdown]:
     phase = max(phases, key=lambda p: phases[p][0])
-    return phase, phases[phase][0], phases[phase][1]
+    return phase, phases[phase][0], MemoryBreakdown(**phases[phase][1])
 
 
 def measure_cpu(raw: dict[str, Any], shape: ModelShape, setup: TrainingSetup, steps: int = 2) -> Measurement:
@@ -195,6 +176,7 @@ def measure_cpu(raw: dict[str, Any], shape: ModelShape, setup: TrainingSetup, st
     tracker = MemoryTracker()
     tracker.keep_timeline = False
     _register_model(tracker, model)
+    tracker.watch_head(model)
     vocab = shape.vocab_size
     with tracker:
         _train(model, setup, vocab, steps, tracker, "cpu")
@@ -211,6 +193,7 @@ def _fake_once(raw, shape, setup, layers: int, steps: int) -> dict[str, tuple[in
     tracker = MemoryTracker()
     tracker.keep_timeline = False
     _register_model(tracker, model)
+    tracker.watch_head(model)
     with fake_mode, tracker, real_mask_decisions():
         _train(model, setup, shape.vocab_size, steps, tracker, "cpu")
     return _phase_peaks(tracker, steps)
@@ -302,6 +285,7 @@ def measure_cuda(raw: dict[str, Any], shape: ModelShape, setup: TrainingSetup, s
     tracker = MemoryTracker()
     tracker.keep_timeline = False
     _register_model(tracker, model)
+    tracker.watch_head(model)
     for st in model._fitplan_optimizer.state.values():
         for k, v in st.items():
             if isinstance(v, torch.Tensor) and v.is_cuda:
@@ -327,7 +311,7 @@ def choose_mode(shape: ModelShape, setup: TrainingSetup) -> str:
     tokens = setup.batch_size * setup.seq_len
     if shape.parameter_count <= 50_000_000 and tokens <= 4096 and setup.compute_dtype == "fp32":
         return "cpu"
-    if setup.method == "qlora":
+    if setup.method.quantized_base:
         return "cpu"
     return "fake"
 

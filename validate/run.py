@@ -33,20 +33,13 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from planner.catalog import ModelEntry, resolve_model
-from planner.errors import PlanError
-from planner.estimate import estimate
-from planner.setup import TrainingSetup
-from validate.records import (
-    SCHEMA,
-    append_record,
-    device_info,
-    errors_percent,
-    library_versions,
-    now,
-    read_records,
-    settings_key,
-)
+from fitplan.breakdown import errors_percent
+from fitplan.catalog import ModelEntry, resolve_model
+from fitplan.errors import PlanError
+from fitplan.estimate import estimate
+from fitplan.records import SCHEMA, append_record, now, read_records, settings_key
+from fitplan.setup import TrainingSetup
+from fitplan.validate.env import device_info, library_versions
 
 SETUP_KEYS = (
     "method", "seq_len", "batch_size", "precision", "optimizer", "grad_ckpt", "attention", "lora_rank",
@@ -59,7 +52,7 @@ RUN_KEYS = ("model", "mode", "steps", "nproc", "sharding")
 def _raw_config(entry: ModelEntry) -> dict[str, Any]:
     import json
 
-    from planner.catalog import data_dir, preset_info
+    from fitplan.catalog import data_dir, preset_info
 
     if entry.source == "preset":
         return json.loads((data_dir() / "models" / preset_info(entry.name)["file"]).read_text())
@@ -89,7 +82,7 @@ def validate_one(settings: dict[str, Any], base: str | Path = ".") -> dict[str, 
 
     ``settings["model"]`` is a preset, or a config path relative to ``base`` (a sweep's folder).
     """
-    from validate.measure import MeasurementError, choose_mode, is_oom, measure
+    from fitplan.validate.measure import MeasurementError, choose_mode, is_oom, measure
 
     started = time.perf_counter()
     record: dict[str, Any] = {"schema": SCHEMA, "key": settings_key(settings), "settings": settings, "date": now(),
@@ -111,8 +104,8 @@ def validate_one(settings: dict[str, Any], base: str | Path = ".") -> dict[str, 
         "peak_bytes": est.peak_bytes,
         "tensor_peak_bytes": est.peak.tensors,
         "peak_phase": est.peak_phase,
-        "categories": est.peak.coarse(),
-        "breakdown": est.peak.to_dict_no_total(),
+        "categories": est.peak.shared(),
+        "breakdown": est.peak.parts(),
     }
     nproc = int(settings.get("nproc") or 1)
     if nproc > 1:
@@ -129,13 +122,12 @@ def validate_one(settings: dict[str, Any], base: str | Path = ".") -> dict[str, 
             record.update(outcome=kind, error=f"{type(exc).__name__}: {exc}"[:500],
                           traceback=traceback.format_exc(limit=3)[-2000:])
     else:
-        measured = dict(m.categories)
         record.update(
             outcome="ok",
             measurement=m.to_dict(),
             errors_percent={
                 "peak": round(100.0 * (est.peak.tensors - m.peak_bytes) / m.peak_bytes, 3) if m.peak_bytes else None,
-                "categories": errors_percent(est.peak.coarse(), measured),
+                "categories": errors_percent(est.peak, m.breakdown),
             },
         )
     record["duration_s"] = round(time.perf_counter() - started, 3)
@@ -145,13 +137,13 @@ def validate_one(settings: dict[str, Any], base: str | Path = ".") -> dict[str, 
 def _validate_sharded(record: dict[str, Any], entry: ModelEntry, setup: TrainingSetup, mode: str, nproc: int,
                       steps: int, started: float) -> dict[str, Any]:
     """FSDP2 over ``nproc`` local ranks beside the planner's per-GPU estimate for that placement."""
-    from planner.sharding import Placement, per_gpu
-    from validate.distributed import measure_fsdp
+    from fitplan.sharding import Placement, per_gpu
+    from fitplan.validate.distributed import measure_fsdp
 
     est = estimate(entry, setup)
     planned = per_gpu(est, Placement("fsdp", nproc))
     record["estimate"] = {"peak_bytes_per_rank": planned.per_gpu.tensors, "peak_phase": planned.phase,
-                          "breakdown": planned.per_gpu.to_dict_no_total(), "placement": f"fsdp x{nproc}"}
+                          "breakdown": planned.per_gpu.parts(), "placement": f"fsdp x{nproc}"}
     try:
         m = measure_fsdp(_raw_config(entry), entry.shape, setup, nproc, steps, use_cuda=mode == "cuda")
     except Exception as exc:  # noqa: BLE001 - recorded, not raised

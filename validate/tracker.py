@@ -24,21 +24,22 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-# tracker kinds -> the categories the planner and the validator share
-COARSE = {
-    "param": "parameters",
-    "buffer": "parameters",
-    "quant_state": "parameters",
+# tracker kinds -> the planner's categories (fitplan.breakdown); every other kind is a temporary
+CATEGORY_OF_KIND = {
+    "param": "weights",
+    "buffer": "weights",
+    "quant_state": "quantization_state",
     "grad": "gradients",
     "opt_state": "optimizer_states",
     "opt_step_scalar": "optimizer_states",
     "activation": "activations",
+    "loss_activation": "logits_loss",
 }
 
 
-def coarse_category(kind: str) -> str:
-    """Map a tracker category to parameters / gradients / optimizer_states / activations / temporaries."""
-    return COARSE.get(kind, "temporaries")
+def category_of(kind: str) -> str:
+    """The planner's category of a tracker kind (``fitplan.breakdown.Category`` values)."""
+    return CATEGORY_OF_KIND.get(kind, "temporaries")
 
 
 @dataclasses.dataclass
@@ -53,6 +54,7 @@ class Alloc:
     born: int  # event index
     died: int | None = None
     kind: str | None = None  # param / buffer / grad / opt_state (identity based)
+    region: str = "body"     # "head": made from the output head on (logits and loss)
 
     def category(self, step_end_forward: dict[int, int]) -> str:
         if self.kind is not None:
@@ -60,7 +62,8 @@ class Alloc:
         if self.phase == "forward":
             eof = step_end_forward.get(self.step)
             if eof is not None and (self.died is None or self.died > eof):
-                return "activation"  # forward-born, alive at end of forward: held by the graph
+                # forward-born, alive at end of forward: held by the graph
+                return "loss_activation" if self.region == "head" else "activation"
             return "forward_temp"
         if self.phase == "backward":
             return "backward_temp"
@@ -80,6 +83,7 @@ class MemoryTracker(TorchDispatchMode):
         self.events = 0
         self.step = 0
         self.phase = "setup"
+        self.region = "body"
         self.op_index = 0
         # peak tracking
         self.peak = 0
@@ -98,6 +102,7 @@ class MemoryTracker(TorchDispatchMode):
     # -- public
     def set_phase(self, step: int, phase: str):
         self.step, self.phase, self.op_index = step, phase, 0
+        self.region = "body"
         pk = self.phase_peaks.get((step, phase))
         if pk is None or self.live > pk["bytes"]:
             self.phase_peaks[(step, phase)] = dict(bytes=self.live, event=self.events, op="<phase start>", op_index=0)
@@ -111,6 +116,15 @@ class MemoryTracker(TorchDispatchMode):
         if a is not None:
             a.kind = kind
         return a
+
+    def watch_head(self, model: torch.nn.Module) -> None:
+        """Count what is made from the output head on (logits, the loss's saved tensors) as logits and loss."""
+        try:
+            head = model.get_output_embeddings()
+        except (AttributeError, NotImplementedError):
+            head = None
+        if head is not None:
+            head.register_forward_pre_hook(lambda *_: setattr(self, "region", "head"))
 
     def lookup(self, t: torch.Tensor) -> Alloc | None:
         return self.live_by_cdata.get(t.untyped_storage()._cdata)
@@ -132,6 +146,7 @@ class MemoryTracker(TorchDispatchMode):
             shape=tuple(t.shape),
             dtype=str(t.dtype).replace("torch.", ""),
             born=self.events,
+            region=self.region,
         )
         self.allocs.append(a)
         self.live_by_cdata[key] = a

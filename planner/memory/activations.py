@@ -31,9 +31,11 @@ full square); gemma2 runs eager only (transformers 5.23 has no SDPA path for it)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from planner.architecture import (
+from fitplan.architecture import (
     ATTN_K,
     ATTN_O,
     ATTN_Q,
@@ -47,46 +49,19 @@ from planner.architecture import (
     Matrix,
     ModelShape,
 )
-from planner.methods import lora_target_matrices
-from planner.setup import TrainingSetup
-
-
-@dataclass(frozen=True)
-class Size:
-    """Bytes as a linear form: per token, per attention score, per mask element, and constant."""  # noqa: D401
-
-    token: int = 0
-    score: int = 0
-    mask: int = 0
-    const: int = 0
-    bmask: int = 0   # per batch x seq x kv_seq (a materialised attention mask)
-    batch: int = 0   # per sequence of the batch (prefix keys and values)
-
-    def __add__(self, other: Size) -> Size:
-        return Size(
-            self.token + other.token, self.score + other.score, self.mask + other.mask, self.const + other.const,
-            self.bmask + other.bmask, self.batch + other.batch,
-        )
-
-    def bytes(self, tokens: int, scores: int, mask: int, bmask: int = 0, batch: int = 0) -> int:
-        return (
-            self.token * tokens + self.score * scores + self.mask * mask + self.const
-            + self.bmask * bmask + self.batch * batch
-        )
+from fitplan.memory.forms import Size
+from fitplan.setup import TrainingSetup
 
 
 def activation_bytes(setup: TrainingSetup) -> int:
-    """Bytes per element of the activations a layer computes.
-
-    QLoRA: peft's ``prepare_model_for_kbit_training`` upcasts the embedding, norms and head to fp32,
-    and bitsandbytes' ``Linear4bit`` returns its output in its input's dtype, so the whole forward
-    pass runs on fp32 tensors (measured on CPU, transformers 5.23, peft 0.21, bitsandbytes 0.50:
-    every saved tensor and the logits are fp32).
-    """
-    return 4 if (setup.compute_dtype == "fp32" or (setup.method == "qlora" and setup.kbit_upcast)) else 2
+    """Bytes per element of the activations a layer computes (the method decides: QLoRA's upcast
+    makes them fp32)."""
+    return setup.activation_bytes
 
 
-class _Tensor:
+class TraceTensor:
+    """A symbolic tensor: its size as a linear form and whether it needs a gradient."""
+
     __slots__ = ("size", "rg")
 
     def __init__(self, size: Size, rg: bool):
@@ -94,34 +69,45 @@ class _Tensor:
         self.rg = rg
 
 
-class _Trace:
-    """Replays ops on symbolic tensors and collects what autograd would save."""
+class Trace:
+    """Replays ops on symbolic tensors and collects what autograd would save.
 
-    def __init__(self, shape: ModelShape, setup: TrainingSetup, trainable_base: bool, lora: set[int], adapters: bool):
+    Methods add what they save through their hooks (``Method.trace_linear``,
+    ``Method.trace_block_output``), with the primitives below.
+    """
+
+    def __init__(self, shape: ModelShape, setup: TrainingSetup, trainable_base: bool | None = None):
         self.shape = shape
         self.setup = setup
+        self.method = setup.method
         self.a = activation_bytes(setup)                             # activation bytes per element
         # The residual stream's dtype: the embedding's. Mixed precision keeps the embedding (and
         # norms) in fp32, so hidden states stay fp32 between the bf16 outputs of the matrix products.
         self.r = 4 if setup.mixed else self.a
         self.w = 4 if setup.weight_dtype == "fp32" else 2            # parameter bytes per element
-        self.trainable_base = trainable_base
-        self.lora = lora          # ids of the Matrix objects LoRA wraps
-        self.adapters = adapters
+        self.trainable_base = setup.method.trains_base if trainable_base is None else trainable_base
         self.saved: dict[int, Size] = {}
-        self._keep: list[_Tensor] = []
+        self._keep: list[TraceTensor] = []
         self._anon = 0
+        self._memo: dict[int, Any] = {}
+
+    def memo(self, owner: object, make: Callable[[], Any]) -> Any:
+        """A value computed once per trace for ``owner`` (a method's set of wrapped matrices)."""
+        key = id(owner)
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
 
     # -- primitives
-    def new(self, size: Size, rg: bool) -> _Tensor:
-        t = _Tensor(size, rg)
+    def new(self, size: Size, rg: bool) -> TraceTensor:
+        t = TraceTensor(size, rg)
         self._keep.append(t)  # keep ids unique for the trace's lifetime
         return t
 
-    def tok(self, elements: int, nbytes: int, rg: bool) -> _Tensor:
+    def tok(self, elements: int, nbytes: int, rg: bool) -> TraceTensor:
         return self.new(Size(token=elements * nbytes), rg)
 
-    def save(self, *tensors: _Tensor) -> None:
+    def save(self, *tensors: TraceTensor) -> None:
         for t in tensors:
             self.saved[id(t)] = t.size
 
@@ -130,15 +116,15 @@ class _Trace:
         self._anon -= 1
         self.saved[self._anon] = size
 
-    def cast(self, x: _Tensor, nbytes: int, elements: int) -> _Tensor:
+    def cast(self, x: TraceTensor, nbytes: int, elements: int) -> TraceTensor:
         """``x.to(dtype)``: the same tensor when the dtype does not change."""
         return x if nbytes == self.a_of(x, elements) else self.tok(elements, nbytes, x.rg)
 
     @staticmethod
-    def a_of(x: _Tensor, elements: int) -> int:
+    def a_of(x: TraceTensor, elements: int) -> int:
         return x.size.token // elements if elements else 0
 
-    def dropout(self, x: _Tensor, elements: int, p: float) -> _Tensor:
+    def dropout(self, x: TraceTensor, elements: int, p: float) -> TraceTensor:
         if p <= 0:
             return x
         nbytes = self.a_of(x, elements)
@@ -149,7 +135,7 @@ class _Trace:
         return out
 
     # -- layers
-    def rms_norm(self, x: _Tensor, size: int, gemma: bool = False) -> _Tensor:
+    def rms_norm(self, x: TraceTensor, size: int, gemma: bool = False) -> TraceTensor:
         """transformers' RMSNorm: fp32 upcast, pow, mean, rsqrt, mul, cast back, times weight.
 
         The output takes the input's dtype (fp32 on an fp32 residual stream).
@@ -174,7 +160,7 @@ class _Trace:
             self.save(n)                           # weight * n saves n for the weight's gradient
         return self.tok(size, out_b, x.rg or w_rg)
 
-    def layer_norm(self, x: _Tensor, size: int) -> _Tensor:
+    def layer_norm(self, x: TraceTensor, size: int) -> TraceTensor:
         w_rg = self.trainable_base
         if x.rg or w_rg:
             # native_layer_norm saves input, mean and rstd; the CPU kernel keeps mean and rstd in
@@ -183,45 +169,27 @@ class _Trace:
             self.save(x, self.tok(2, stat, False))
         return self.tok(size, self.a_of(x, size), x.rg or w_rg)
 
-    def norm(self, x: _Tensor, size: int) -> _Tensor:
+    def norm(self, x: TraceTensor, size: int) -> TraceTensor:
         if self.shape.norm_kind == "layer":
             return self.layer_norm(x, size)
-        return self.rms_norm(x, size, gemma=self.shape.model_type in ("gemma", "gemma2"))
+        return self.rms_norm(x, size, gemma=self.shape.norm_kind == "gemma")
 
-    def linear(self, x: _Tensor, m: Matrix) -> _Tensor:
-        """``y = x W^T (+ b)`` plus, where LoRA wraps the module, ``B(A(dropout(x.float())))``."""
+    def linear(self, x: TraceTensor, m: Matrix) -> TraceTensor:
+        """``y = x W^T (+ b)``, plus whatever the method adds around the module."""
         w_rg = self.trainable_base
         # under autocast each matrix product takes its own compute-dtype copy of an fp32 input
         xin = self.tok(m.in_features, self.a, x.rg) if (self.setup.mixed and self.a_of(x, m.in_features) != self.a) else x
         if w_rg:
             self.save(xin)
         out_rg = x.rg or w_rg
-        if id(m) in self.lora:
-            xc = self.cast(x, 4, m.in_features)               # peft casts the input to the adapter dtype
-            xc = self.dropout(xc, m.in_features, self.setup.lora_dropout)
-            if self.setup.mixed:
-                xc = self.tok(m.in_features, self.a, True)    # autocast runs lora_A in the compute dtype
-            self.save(xc)                                     # lora_A's weight trains
-            u = self.tok(self.setup.lora_rank, self.a if self.setup.mixed else 4, True)
-            self.save(u)                                      # lora_B's weight trains
+        if self.method.trace_linear(self, x, m):
             out_rg = True
         if self.setup.mixed and x.rg:
             # autocast's compute-dtype copy of the weight, kept for the input's gradient
             self.save_size(Size(const=m.in_features * m.out_features * m.copies * self.a))
         return self.tok(m.out_features, self.a, out_rg)
 
-    def adapter(self, x: _Tensor) -> _Tensor:
-        """Houlsby bottleneck on the sub-layer output: x + up(act(down(x.float()))), fp32 inside."""
-        h, m = self.shape.hidden_size, self.setup.adapter_size
-        xc = self.cast(x, 4, h)
-        self.save(xc)                                         # down's weight trains
-        d = self.tok(m, 4, True)
-        self.save(d)                                          # the activation saves its input
-        act = self.tok(m, 4, True)
-        self.save(act)                                        # up's weight trains
-        return self.tok(h, self.a, True)
-
-    def attention(self, q: _Tensor, k: _Tensor, v: _Tensor, fused: _Tensor | None) -> _Tensor:
+    def attention(self, q: TraceTensor, k: TraceTensor, v: TraceTensor) -> TraceTensor:
         """Returns the input of the output projection."""
         s = self.shape
         nh, d = s.num_heads, s.head_dim
@@ -229,7 +197,7 @@ class _Trace:
         kernel = self.setup.attention
         dropout = s.dropout > 0
         out = self.tok(nh * d, self.a, rg)
-        prefix = self.setup.num_virtual_tokens if self.setup.method == "prefix" else 0
+        prefix = self.setup.prefix_tokens
         math_path = dropout and kernel == "sdpa" and self.setup.device == "cpu"
         if prefix and kernel == "sdpa" and not math_path:
             # peft's prefix keys/values arrive as a cache: transformers materialises the mask
@@ -276,12 +244,12 @@ class _Trace:
             self.save(v_rep)
         return self.tok(nh * d, self.a, rg)        # transpose(1, 2).reshape(): a contiguous copy
 
-    def rope(self, x: _Tensor, width: int) -> _Tensor:
+    def rope(self, x: TraceTensor, width: int) -> TraceTensor:
         if not self.shape.rotary_dim:
             return x
         return self.tok(width, self.a, x.rg)       # q * cos + rotate_half(q) * sin: a new tensor
 
-    def moe(self, x: _Tensor, by_role: dict[str, Matrix]) -> _Tensor:
+    def moe(self, x: TraceTensor, by_role: dict[str, Matrix]) -> TraceTensor:
         """A mixture of experts (Mixtral in transformers 5), by the same rules as a dense gated MLP.
 
         The router is a linear layer whose logits go through an fp32 softmax (saved, 4 x experts
@@ -315,7 +283,7 @@ class _Trace:
             self.save(down, self.tok(k, self.a, logits.rg))  # times the routing weight
         return self.tok(h, self.a, rg or logits.rg)
 
-    def mlp(self, x: _Tensor, by_role: dict[str, Matrix]) -> _Tensor:
+    def mlp(self, x: TraceTensor, by_role: dict[str, Matrix]) -> TraceTensor:
         s = self.shape
         i = s.intermediate_size
         if ROUTER in by_role:
@@ -347,50 +315,42 @@ class _Trace:
             h = self.tok(i, self.a, up.rg)
         return self.linear(h, by_role[MLP_DOWN])
 
-    def layer(self, x: _Tensor) -> _Tensor:
+    def layer(self, x: TraceTensor) -> TraceTensor:
         s = self.shape
         by_role = {m.role: m for m in s.matrices}
         # attention projections; gpt2's two c_proj share a name, not a role
         n1 = self.norm(x, s.hidden_size)
         if ATTN_QKV in by_role:
-            qkv = self.linear(n1, by_role[ATTN_QKV])
-            q = k = v = qkv                      # views of one storage
-            fused = qkv
+            q = k = v = self.linear(n1, by_role[ATTN_QKV])   # views of one storage
         else:
             q = self.linear(n1, by_role[ATTN_Q])
             k = self.linear(n1, by_role[ATTN_K])
             v = self.linear(n1, by_role[ATTN_V])
-            fused = None
-        if s.model_type == "qwen3":
+        if s.qk_norm:
             q = self.rms_norm(q, s.q_width)
             k = self.rms_norm(k, s.kv_width)
         if s.rotary_dim:
             q = self.rope(q, s.q_width)
             k = self.rope(k, s.kv_width)
-        elif fused is not None:
-            pass
-        attn_in = self.attention(q, k, v, fused)
+        attn_in = self.attention(q, k, v)
         o = self.linear(attn_in, by_role[ATTN_O])
         o = self.dropout(o, s.hidden_size, s.dropout)
-        if self.adapters:
-            o = self.adapter(o)
+        o = self.method.trace_block_output(self, o)
         if s.parallel_residual:
             n2 = n1 if len(s.norms) == 1 else self.norm(x, s.hidden_size)
             m = self.mlp(n2, by_role)
             m = self.dropout(m, s.hidden_size, s.dropout)
-            if self.adapters:
-                m = self.adapter(m)
+            m = self.method.trace_block_output(self, m)
             return self.tok(s.hidden_size, self.r, x.rg or o.rg or m.rg)
-        if s.model_type == "gemma2":
+        if s.sandwich_norms:
             o = self.norm(o, s.hidden_size)      # post_attention_layernorm on the branch
         h = self.tok(s.hidden_size, self.r, x.rg or o.rg)
         n2 = self.norm(h, s.hidden_size)
         m = self.mlp(n2, by_role)
-        if s.model_type == "gemma2":
+        if s.sandwich_norms:
             m = self.norm(m, s.hidden_size)      # post_feedforward_layernorm
         m = self.dropout(m, s.hidden_size, s.dropout)
-        if self.adapters:
-            m = self.adapter(m)
+        m = self.method.trace_block_output(self, m)
         return self.tok(s.hidden_size, self.r, h.rg or m.rg)
 
     def total(self) -> Size:
@@ -410,37 +370,22 @@ class LayerActivations:
 
 
 def activation_forms(shape: ModelShape, setup: TrainingSetup) -> LayerActivations:
-    """Saved bytes of layer 0, of every later layer and of a checkpointed layer, as linear forms."""
-    method = setup.method
-    trainable_base = method == "full"
-    lora = {id(m) for m in lora_target_matrices(shape, setup.lora_targets)} if method in ("lora", "qlora") else set()
-    adapters = method == "adapter"
-    # What enters layer 0: the embedding output needs a gradient when the embedding trains, or when
-    # the method prepends trained virtual tokens; prefix tuning trains keys/values inside attention.
-    input_rg = method in ("full", "prompt", "ptuning")
+    """Saved bytes of layer 0, of every later layer and of a checkpointed layer, as linear forms.
+
+    What enters layer 0 needs a gradient when the embedding trains or the method prepends trained
+    virtual tokens; prefix tuning trains keys and values inside every layer's attention.
+    """
 
     def run(rg: bool) -> Size:
-        t = _Trace(shape, setup, trainable_base, lora, adapters)
-        x = t.tok(shape.hidden_size, t.r, rg)
-        if method == "prefix":
-            # past key/values of the virtual tokens require grad: every layer's attention saves
-            # (the prefix lengthens keys and values, counted through kv_seq in the scores)
-            x.rg = rg
-        t.layer(x)
+        t = Trace(shape, setup)
+        t.layer(t.tok(shape.hidden_size, t.r, rg))
         return t.total()
 
-    r = _Trace(shape, setup, False, set(), False).r
-    first = run(input_rg or method == "prefix")
+    method = setup.method
+    r = Trace(shape, setup).r
+    first = run(method.input_requires_grad or setup.prefix_tokens > 0)
     later = run(True)
     return LayerActivations(first=first, later=later, checkpoint=Size(token=shape.hidden_size * r))
-
-
-def _counts(shape: ModelShape, setup: TrainingSetup) -> tuple[int, int, int, int, int]:
-    """(tokens, attention scores, mask elements, batch mask elements, batch) of one step."""
-    s = setup.seq_len + setup.virtual_tokens
-    kv = s + (setup.num_virtual_tokens if setup.method == "prefix" else 0)
-    b = setup.batch_size
-    return b * s, b * shape.num_heads * s * kv, s * kv, b * s * kv, b
 
 
 def layer_backward_temporaries(shape: ModelShape, setup: TrainingSetup) -> tuple[Size, ...]:
@@ -449,62 +394,42 @@ def layer_backward_temporaries(shape: ModelShape, setup: TrainingSetup) -> tuple
 
     Gated MLP: about a x T x 2(h + i); a plain MLP with transformers' Python ``gelu_new``: the three
     intermediate-size gradients of its products and one of the hidden size, a x T x (3i + h);
-    other plain MLPs a x T x (2i + h).
+    other plain MLPs a x T x (2i + h). The method may add alternatives (QLoRA's dequantized weight).
     """
     a, h, i = activation_bytes(setup), shape.hidden_size, shape.intermediate_size
     if shape.gated_mlp:
         temps = Size(token=a * 2 * (h + i))
     else:
         temps = Size(token=a * ((3 if shape.activation == "gelu_new" else 2) * i + h))
-    if setup.method != "qlora":
-        return (temps,)
-    # bitsandbytes' MatMul4Bit.backward dequantizes the weight (to the compute dtype) for the
-    # input's gradient, one matrix at a time; at the down projection, the MLP's first, beside the
-    # incoming gradient and the gradient of the projection's input
-    compute = 4 if setup.compute_dtype == "fp32" else 2
-    largest = max(m.in_features * m.out_features for m in shape.matrices if m.is_linear)
-    # dropout after the MLP adds its own gradient of the hidden size
-    hidden_grads = 2 if shape.dropout > 0 else 1
-    saves_after_down = shape.model_type == "gemma2" or shape.dropout > 0   # a norm or a dropout mask
-    if setup.checkpointing and not saves_after_down:
-        # a frozen 4-bit down projection saves nothing, so a checkpointed layer is recomputed only
-        # at the MLP's product, after the down projection's backward; the peak is at the gate/up
-        # projection, where the product's saved tensors have been consumed and their gradients made
-        return (temps, Size(token=a * hidden_grads * h, const=compute * largest))
-    return (temps, Size(token=a * (hidden_grads * h + i), const=compute * largest))
+    return setup.method.layer_backward_temporaries(shape, setup, temps)
 
 
 def top_layer_freed(shape: ModelShape, setup: TrainingSetup) -> Size:
-    """What the top layer's MLP tail has already freed when its MLP backward peaks: the down
-    projection's saved input (when its weight trains) and the dropout mask after the MLP."""
-    t = _Trace(shape, setup, setup.method == "full", set(), False)
-    h = shape.hidden_size
-    out = Size()
-    if setup.method == "full":
-        out = out + Size(token=t.a * shape.intermediate_size)
+    """What the top layer's MLP tail has already freed when its MLP backward peaks: what the method
+    saves there (the down projection's input when its weight trains, an adapter's tensors), the
+    dropout mask after the MLP and a post-MLP norm's saved tensors."""
+    a, h = activation_bytes(setup), shape.hidden_size
+    out = setup.method.mlp_tail(shape, setup)
     if shape.dropout > 0:
-        out = out + Size(token=h * (1 if setup.device == "cuda" else t.a))
-    if setup.method == "adapter":
-        # the MLP adapter's fp32 input and its bottleneck's two saved tensors
-        out = out + Size(token=4 * h + 8 * setup.adapter_size)
-    if shape.model_type == "gemma2":
+        out = out + Size(token=h * (1 if setup.device == "cuda" else a))
+    if shape.post_mlp_norm:
         out = out + Size(token=4 * h + 4)                  # post_feedforward_layernorm's x32 and rsqrt
     return out
 
 
 def outside_form(shape: ModelShape, setup: TrainingSetup) -> tuple[Size, int, Size]:
-    """Bytes saved outside the decoder layers, the loss excepted (planner.memory.logits has it).
+    """Bytes saved outside the decoder layers, the loss excepted (fitplan.memory.logits has it).
 
     Returns (a form, bytes per sequence position independent of the batch, the part of the form
     that the head's backward frees: the final norm's and the head's saved tensors):
     the final norm's saved set; the output head's input when the head trains; the token ids an
     embedding's backward keeps when it trains (int64); the rotary cos/sin tables shared by every
     layer (2 x seq x rotary_dim in the model dtype) and learned position ids; eager attention's
-    additive mask; gpt2's embedding dropout mask.
+    additive mask; a method's own encoder; gpt2's embedding dropout mask.
     """
     method = setup.method
-    trainable_base = method == "full"
-    t = _Trace(shape, setup, trainable_base, set(), False)
+    trainable_base = method.trains_base
+    t = Trace(shape, setup)
     x = t.tok(shape.hidden_size, t.r, True)
     y = t.norm(x, shape.hidden_size)
     if trainable_base:
@@ -518,15 +443,11 @@ def outside_form(shape: ModelShape, setup: TrainingSetup) -> tuple[Size, int, Si
             per_seq += 8
     if shape.rotary_dim:
         per_seq += 2 * shape.rotary_dim * t.w
-    if setup.attention == "eager" and shape.model_type != "gemma2":
+    if setup.attention == "eager" and shape.shared_eager_mask:
         # the additive mask, shared by every layer (Gemma-2's eager path keeps none alive: measured)
         form = form + Size(bmask=t.a)
-    if method == "ptuning":
-        # peft's prompt encoder (embedding, then Linear-ReLU-Linear-ReLU-Linear) runs once per step
-        # on the virtual tokens: the three linears' inputs in fp32 and the token indices
-        vt, h = setup.num_virtual_tokens, shape.hidden_size
-        form = form + Size(const=3 * vt * h * 4 + 8 * vt)
-    if shape.dropout > 0 and (trainable_base or method in ("prompt", "ptuning") or setup.checkpointing):
+    form = form + method.encoder_form(shape, setup)
+    if shape.dropout > 0 and (method.input_requires_grad or setup.checkpointing):
         # the embedding dropout keeps its mask when its input needs a gradient (with checkpointing
         # transformers makes the embedding's output require one)
         form = form + Size(token=shape.hidden_size * (1 if setup.device == "cuda" else t.a))

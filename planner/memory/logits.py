@@ -12,7 +12,7 @@ saved for backward; neither the logits nor their fp32 copy is saved. Measured on
   live: 8 T V bytes beyond what the forward keeps. Checkpointing does not remove any of this.
 
 T counts every position the model computes logits for: batch x (sequence + virtual tokens).
-The coefficients below are bytes per logit (T x V); planner.estimate multiplies them out.
+The coefficients below are bytes per logit (T x V); fitplan.estimate multiplies them out.
 
 Known limitations: models whose loss chunks or fuses the logits (Liger, Cut Cross-Entropy) are
 not modelled; the logits of every position are computed (no ``logits_to_keep``).
@@ -20,9 +20,8 @@ not modelled; the logits of every position are computed (no ``logits_to_keep``).
 
 from __future__ import annotations
 
-from planner.architecture import ModelShape
-from planner.memory.activations import activation_bytes
-from planner.setup import TrainingSetup
+from fitplan.architecture import ModelShape
+from fitplan.setup import TrainingSetup
 
 
 def loss_coefficients(shape: ModelShape, setup: TrainingSetup) -> dict[str, int]:
@@ -36,9 +35,9 @@ def loss_coefficients(shape: ModelShape, setup: TrainingSetup) -> dict[str, int]
     logits' dtype. Gemma-2's final soft-capping (``tanh(logits / cap) * cap``) saves the tanh's
     output, in the logits' dtype, beside what the loss saves.
     """
-    a = activation_bytes(setup)
+    a = setup.activation_bytes
     softcap = a if shape.final_softcap else 0
-    if setup.transformers_major < 5 and shape.model_type == "gpt_bigcode":
+    if setup.transformers_major < 5 and shape.legacy_loss:
         return {"loss_bytes": a + softcap, "loss_forward": 2 * a, "loss_backward": 2 * a}
     upcast = 4 if a != 4 else 0
     extra = 4 if setup.transformers_major < 5 else 0

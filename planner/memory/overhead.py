@@ -9,7 +9,7 @@ Three figures a user can check against their own tools, from the tensor peak T:
 - device used (nvidia-smi / NVML) = reserved + the CUDA context (driver, kernels' modules, library
   handles), which PyTorch's allocator never sees.
 
-The quantities come from a calibration (``plan calibrate``, ``planner.calibration``) where one
+The quantities come from a calibration (``plan calibrate``, ``fitplan.calibration``) where one
 matches the GPU; otherwise from the documented defaults below. On a CPU device there is none:
 the validator's CPU accounting counts tensors only.
 
@@ -20,9 +20,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planner.setup import TrainingSetup
+from fitplan.units import MIB
 
-CUDA_CONTEXT_BYTES = 512 * 2**20
+from fitplan.setup import TrainingSetup
+
+CUDA_CONTEXT_BYTES = 512 * MIB
 ALLOCATOR_RESERVE_FRACTION = 0.05
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from planner.methods import TensorGroup
+from fitplan.methods.base import TensorGroup
 
 
 def weights(groups: Sequence[TensorGroup]) -> int:
@@ -22,7 +22,7 @@ def weights(groups: Sequence[TensorGroup]) -> int:
 def quantization_state(groups: Sequence[TensorGroup], double_quant: bool) -> int:
     """Bytes of bitsandbytes' per-weight quantization state (absmax, nested absmax, code books).
 
-    See planner.dtypes.four_bit_bytes for the layout (bitsandbytes functional.quantize_4bit).
+    See fitplan.dtypes.four_bit_bytes for the layout (bitsandbytes functional.quantize_4bit).
     """
     return sum(g.quant_state_bytes(double_quant) for g in groups)
 

@@ -2,22 +2,40 @@
 
 import pytest
 
-from planner.architecture import shape_from_config
-from planner.memory.activations import _counts, activation_forms
-from planner.setup import TrainingSetup
+from fitplan.architecture import shape_from_config
+from fitplan.estimate import template
+from fitplan.memory.activations import activation_forms
+from fitplan.setup import TrainingSetup
 
+pytestmark = pytest.mark.torch
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
-from helpers import saved_tensors as st  # noqa: E402
+from fitplan.validate.saved import saved_per_layer  # noqa: E402
 
+# shapes of public checkpoints (weights are never needed), three layers deep
+LLAMA_3_1_8B = dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_attention_heads=32,
+                    num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0, rms_norm_eps=1e-5,
+                    max_position_embeddings=131072, num_hidden_layers=3, tie_word_embeddings=False)
+QWEN2_5_7B = dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_attention_heads=28,
+                  num_key_value_heads=4, vocab_size=152064, rope_theta=1000000.0, rms_norm_eps=1e-6,
+                  max_position_embeddings=32768, num_hidden_layers=3, tie_word_embeddings=False)
+GEMMA2_9B = dict(model_type="gemma2", hidden_size=3584, intermediate_size=14336, num_attention_heads=16,
+                 num_key_value_heads=8, head_dim=256, vocab_size=256000, query_pre_attn_scalar=256, sliding_window=4096,
+                 final_logit_softcapping=30.0, attn_logit_softcapping=50.0, num_hidden_layers=3, tie_word_embeddings=True)
+GPT2_MEDIUM = dict(model_type="gpt2", n_embd=1024, n_layer=3, n_head=16, n_positions=1024, vocab_size=50257,
+                   resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1)
 NO_DROPOUT = {"resid_pdrop": 0.0, "attn_pdrop": 0.0, "embd_pdrop": 0.0}
 CONFIGS = {
-    "llama": st.LLAMA_3_1_8B,
-    "qwen2": st.QWEN2_5_7B,
-    "gemma2": st.GEMMA2_9B,
-    "gpt2": st.GPT2_MEDIUM,
-    "gpt2-nodrop": {**st.GPT2_MEDIUM, **NO_DROPOUT},
+    "llama": LLAMA_3_1_8B,
+    "qwen2": QWEN2_5_7B,
+    "gemma2": GEMMA2_9B,
+    "gpt2": GPT2_MEDIUM,
+    "gpt2-nodrop": {**GPT2_MEDIUM, **NO_DROPOUT},
 }
+
+
+def _counts(shape, setup):
+    return template(shape, setup).counts(setup.seq_len, setup.batch_size)[0]
 
 CASES = [
     # (layout, dtype, attention, method, lora targets, seq, batch)
@@ -48,12 +66,9 @@ def _setup(dtype, attn, method, targets, seq, batch, ckpt=False):
 @pytest.mark.parametrize("layout, dtype, attn, method, targets, seq, batch", CASES)
 def test_layer_saved_bytes_within_2_percent(layout, dtype, attn, method, targets, seq, batch):
     cfg = CONFIGS[layout]
-    report = st.measure_saved_bytes(
-        cfg, dtype=dtype, attn_implementation=attn, method=method, seq_len=seq, batch_size=batch,
-        lora_targets=targets or ("q_proj", "v_proj"), num_layers=3,
-    )
-    shape = shape_from_config({**cfg, "num_hidden_layers": 3, **({"n_layer": 3} if "n_layer" in cfg else {})}, layout)
+    shape = shape_from_config(cfg, layout)
     setup = _setup(dtype, attn, method, targets, seq, batch)
+    report = saved_per_layer(cfg, shape, setup)
     forms = activation_forms(shape, setup)
     counts = _counts(shape, setup)
     for layer, form in ((0, forms.first), (1, forms.later)):
@@ -66,10 +81,9 @@ def test_layer_saved_bytes_within_2_percent(layout, dtype, attn, method, targets
 def test_checkpointed_layer_keeps_its_input(layout, method):
     cfg = CONFIGS[layout]
     attn = "eager" if layout == "gemma2" else "sdpa"
-    report = st.measure_saved_bytes(cfg, attn_implementation=attn, method=method, seq_len=256, batch_size=2,
-                                    grad_ckpt=True, num_layers=3)
-    shape = shape_from_config({**cfg, "num_hidden_layers": 3}, layout)
+    shape = shape_from_config(cfg, layout)
     setup = _setup("bfloat16", attn, method, None, 256, 2, ckpt=True)
+    report = saved_per_layer(cfg, shape, setup)
     expected = activation_forms(shape, setup).checkpoint.bytes(*_counts(shape, setup))
     assert report.per_layer[1] == expected
 
@@ -78,9 +92,9 @@ def test_checkpointed_layer_keeps_its_input(layout, method):
 @pytest.mark.parametrize("seq, batch", [(256, 1), (256, 2)])
 def test_virtual_tokens_lengthen_what_layers_save(method, seq, batch):
     cfg = CONFIGS["llama"]
-    report = st.measure_saved_bytes(cfg, method=method, num_virtual_tokens=20, seq_len=seq, batch_size=batch, num_layers=3)
-    shape = shape_from_config({**cfg, "num_hidden_layers": 3}, "llama")
+    shape = shape_from_config(cfg, "llama")
     setup = TrainingSetup(method=method, num_virtual_tokens=20, seq_len=seq, batch_size=batch, device="cpu")
+    report = saved_per_layer(cfg, shape, setup)
     later = activation_forms(shape, setup).later.bytes(*_counts(shape, setup))
     assert abs(later - report.per_layer[1]) <= 0.02 * report.per_layer[1]
 
@@ -94,7 +108,7 @@ def test_qlora_runs_activations_in_fp32():
 
     import torch
 
-    from validate.build import build_real
+    from fitplan.validate.build import build_real
 
     raw = dict(model_type="llama", hidden_size=256, intermediate_size=512, num_hidden_layers=3,
                num_attention_heads=4, num_key_value_heads=2, vocab_size=1000)

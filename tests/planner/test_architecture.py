@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from planner.architecture import shape_from_config
-from planner.catalog import data_dir, load_preset, model_names, preset_info
-from planner.errors import PlanError
+from fitplan.architecture import shape_from_config
+from fitplan.catalog import data_dir, load_preset, model_names, preset_info
+from fitplan.errors import PlanError
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

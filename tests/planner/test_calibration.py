@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from planner import calibration, reference
-from planner.calibration import Calibration, Observation, fit, huber_line, pick
-from planner.catalog import resolve_gpu
-from planner.errors import PlanError
-from planner.memory.overhead import DEFAULT_OVERHEAD, Overhead
+from fitplan import calibration, reference
+from fitplan.calibration import Calibration, Observation, fit, huber_line, pick
+from fitplan.catalog import resolve_gpu
+from fitplan.errors import PlanError
+from fitplan.memory.overhead import DEFAULT_OVERHEAD, Overhead
 
 
 def test_huber_line_ignores_one_wild_point():
@@ -70,7 +70,7 @@ def test_bad_calibration_files_are_one_line_errors(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(PlanError, match=re.escape(message)):
         calibration.load_file(path)
-    r = subprocess.run([sys.executable, "-m", "planner.cli", "--model", "gpt2", "--calibration", str(path)],
+    r = subprocess.run([sys.executable, "-m", "fitplan.cli", "--model", "gpt2", "--calibration", str(path)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and message in r.stderr
 
@@ -92,7 +92,7 @@ def test_calibration_fitted_on_half_the_published_runs_improves_the_other_half()
 
 def test_calibrate_command_writes_a_readable_file(tmp_path):
     out = tmp_path / "a100.json"
-    r = subprocess.run([sys.executable, "-m", "planner.cli", "calibrate", "--reference", "--gpu", "a100-80",
+    r = subprocess.run([sys.executable, "-m", "fitplan.cli", "calibrate", "--reference", "--gpu", "a100-80",
                         "--out", str(out), "--json"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     written = json.loads(out.read_text())
@@ -109,9 +109,9 @@ def test_an_interrupted_calibration_write_leaves_the_old_file(tmp_path, monkeypa
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    import planner.atomic
+    import fitplan.atomic
 
-    monkeypatch.setattr(planner.atomic.os, "replace", boom)
+    monkeypatch.setattr(fitplan.atomic.os, "replace", boom)
     try:
         calibration.write(_cal("a100-80", "Ampere", "2.13"), out)
     except KeyboardInterrupt:

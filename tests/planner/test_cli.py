@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-PLAN = [sys.executable, "-m", "planner.cli"]
+PLAN = [sys.executable, "-m", "fitplan.cli"]
 
 
 def run(*args, cwd=None):

@@ -2,12 +2,12 @@
 
 import pytest
 
-from planner.architecture import shape_from_config
-from planner.dtypes import dtype, four_bit_bytes, nbytes
-from planner.errors import PlanError
-from planner.memory.weights import quantization_state, weights
-from planner.methods import REGISTRY
-from planner.setup import TrainingSetup
+from fitplan.architecture import shape_from_config
+from fitplan.dtypes import dtype, four_bit_bytes, nbytes
+from fitplan.errors import PlanError
+from fitplan.memory.weights import quantization_state, weights
+from fitplan.methods import REGISTRY
+from fitplan.setup import TrainingSetup
 
 torch = pytest.importorskip("torch")
 bnbf = pytest.importorskip("bitsandbytes.functional")
@@ -42,7 +42,7 @@ def test_unknown_dtype_lists_valid_names():
 
 def test_qlora_model_bytes_match_bitsandbytes_on_cpu():
     pytest.importorskip("peft")
-    from validate.build import build_real
+    from fitplan.validate.build import build_real
 
     raw = dict(model_type="qwen2", hidden_size=256, intermediate_size=512, num_hidden_layers=2,
                num_attention_heads=4, num_key_value_heads=2, vocab_size=1000, tie_word_embeddings=True)

@@ -2,14 +2,14 @@
 
 import pytest
 
-from planner.catalog import load_preset
-from planner.estimate import estimate
-from planner.setup import TrainingSetup
+from fitplan.catalog import load_preset
+from fitplan.estimate import estimate
+from fitplan.setup import TrainingSetup
 
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
-from validate.measure import measure  # noqa: E402
-from validate.run import _raw_config  # noqa: E402
+from fitplan.validate.measure import measure  # noqa: E402
+from fitplan.validate.run import _raw_config  # noqa: E402
 
 # Llama-3.2-1B (tied embeddings), CPU kernels, two AdamW steps, measured at 2 and 3 layers and
 # extrapolated to 16 (validate.measure's fake mode).

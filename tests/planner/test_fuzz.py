@@ -9,11 +9,11 @@ import sys
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from planner.architecture import FAMILIES, shape_from_config
-from planner.catalog import ModelEntry
-from planner.errors import PlanError
-from planner.estimate import estimate
-from planner.setup import TrainingSetup
+from fitplan.architecture import FAMILIES, shape_from_config
+from fitplan.catalog import ModelEntry
+from fitplan.errors import PlanError
+from fitplan.estimate import estimate
+from fitplan.setup import TrainingSetup
 
 BASE = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100, "n_embd": 64, "n_layer": 2,
@@ -51,7 +51,7 @@ def test_any_config_gives_a_consistent_result_or_a_plan_error(cfg, method, seq, 
         return
     assert shape.parameter_count > 0
     for phase in est.phases.values():
-        parts = phase.to_dict_no_total()
+        parts = phase.parts()
         assert all(isinstance(v, int) and v >= 0 for v in parts.values())
         assert sum(parts.values()) == phase.total
     assert est.peak_bytes == max(p.total for p in est.phases.values())
@@ -75,7 +75,7 @@ OPTIONS = st.lists(
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(options=OPTIONS, model=st.sampled_from(["gpt2", "llama-3.1-8b", "mixtral-8x7b", "gemma-2-2b", "nope"]))
 def test_any_option_combination_is_a_result_or_one_clean_line(options, model):
-    args = [sys.executable, "-m", "planner.cli", "--model", model] + [a for opt in options for a in opt]
+    args = [sys.executable, "-m", "fitplan.cli", "--model", model] + [a for opt in options for a in opt]
     r = subprocess.run(args, capture_output=True, text=True, timeout=60)
     assert "Traceback" not in r.stderr
     if r.returncode == 0:

@@ -2,11 +2,12 @@
 
 import pytest
 
-from planner.architecture import shape_from_config
-from planner.catalog import load_preset
-from planner.errors import PlanError
-from planner.methods import REGISTRY, lora_target_matrices
-from planner.setup import TrainingSetup
+from fitplan.architecture import shape_from_config
+from fitplan.catalog import load_preset
+from fitplan.errors import PlanError
+from fitplan.methods import REGISTRY
+from fitplan.methods.lora import target_matrices as lora_target_matrices
+from fitplan.setup import TrainingSetup
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

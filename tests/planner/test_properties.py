@@ -5,11 +5,11 @@ import dataclasses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from planner.catalog import load_preset, model_names
-from planner.estimate import estimate
-from planner.memory.weights import weights
-from planner.methods import REGISTRY
-from planner.setup import TrainingSetup
+from fitplan.catalog import load_preset, model_names
+from fitplan.estimate import estimate
+from fitplan.memory.weights import weights
+from fitplan.methods import REGISTRY
+from fitplan.setup import TrainingSetup
 
 SMALL_PRESETS = [n for n in model_names() if load_preset(n).shape.parameter_count < 4 * 10**9]
 METHODS = ["full", "lora", "qlora", "adapter", "prompt", "ptuning"]
@@ -52,8 +52,8 @@ SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 def test_parts_add_up(name, d):
     est = estimate(load_preset(name), _setup(d))
     for phase in est.phases.values():
-        assert phase.total == sum(phase.to_dict_no_total().values())
-        assert all(isinstance(v, int) and v >= 0 for v in phase.to_dict_no_total().values())
+        assert phase.total == sum(phase.parts().values())
+        assert all(isinstance(v, int) and v >= 0 for v in phase.parts().values())
     assert est.peak_bytes == max(p.total for p in est.phases.values())
 
 

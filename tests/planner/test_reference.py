@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from planner import reference
+from fitplan import reference
 
 COMPARISONS, SKIPPED = reference.compare()
 

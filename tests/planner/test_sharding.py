@@ -6,12 +6,12 @@ import sys
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from planner.calibration import overhead_for
-from planner.catalog import gpu_catalog, load_preset, model_names, resolve_gpu
-from planner.estimate import estimate, template
-from planner.setup import TrainingSetup
-from planner.sharding import Placement, per_gpu
-from planner.suggest import largest, suggest
+from fitplan.calibration import overhead_for
+from fitplan.catalog import gpu_catalog, load_preset, model_names, resolve_gpu
+from fitplan.estimate import estimate, template
+from fitplan.setup import TrainingSetup
+from fitplan.sharding import Placement, per_gpu
+from fitplan.suggest import largest, suggest
 
 GIB = 2**30
 LLAMA_8B = load_preset("llama-3.1-8b")
@@ -107,7 +107,7 @@ def test_suggest_ranks_configurations_that_fit_by_cost():
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "planner.cli", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "fitplan.cli", *args], capture_output=True, text=True, timeout=60)
 
 
 def test_cli_suggest_and_max_batch():

@@ -11,8 +11,8 @@ pytest.importorskip("torch")
 pytest.importorskip("peft")
 pytest.importorskip("bitsandbytes")
 
-from validate.records import read_records, settings_key  # noqa: E402
-from validate.run import load_sweep, run_sweep  # noqa: E402
+from fitplan.records import read_records, settings_key  # noqa: E402
+from fitplan.validate.run import load_sweep, run_sweep  # noqa: E402
 
 SWEEP = Path(__file__).resolve().parents[2] / "data" / "sweeps" / "cpu-smoke.toml"
 RUNS = load_sweep(SWEEP)

@@ -10,17 +10,17 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from planner.catalog import load_preset  # noqa: E402
-from planner.estimate import estimate  # noqa: E402
-from planner.setup import TrainingSetup  # noqa: E402
-from validate.measure import choose_mode, cuda_available, measure  # noqa: E402
-from validate.run import _raw_config  # noqa: E402
+from fitplan.catalog import load_preset  # noqa: E402
+from fitplan.estimate import estimate  # noqa: E402
+from fitplan.setup import TrainingSetup  # noqa: E402
+from fitplan.validate.measure import choose_mode, cuda_available, measure  # noqa: E402
+from fitplan.validate.run import _raw_config  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[2] / "data" / "sweeps" / "configs" / "tiny-llama.json"
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "planner.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "fitplan.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_cuda_without_a_gpu_is_a_clear_error():
@@ -35,7 +35,7 @@ def test_cuda_without_a_gpu_is_a_clear_error():
 
 def test_auto_mode_picks_cpu_for_tiny_fp32_and_fake_for_large():
     tiny = json.loads(CONFIG.read_text())
-    from planner.architecture import shape_from_config
+    from fitplan.architecture import shape_from_config
 
     small = shape_from_config(tiny, "tiny")
     big = load_preset("llama-3.1-8b").shape
@@ -53,8 +53,10 @@ def test_fake_measurement_of_llama_3_2_1b_matches_the_planner(method, ckpt):
     assert m.extrapolated_from_layers == [2, 3]
     est = estimate(entry, setup)
     assert abs(est.peak.tensors - m.peak_bytes) <= 0.03 * m.peak_bytes
-    for category, nbytes in m.categories.items():
-        assert abs(est.peak.coarse()[category] - nbytes) <= 0.05 * max(nbytes, 1), category
+    # one vocabulary: the measurement is a MemoryBreakdown like the estimate, compared by subtraction
+    for category, nbytes in m.breakdown.shared().items():
+        assert abs(est.peak.shared()[category] - nbytes) <= 0.05 * max(nbytes, 1), category
+    assert abs(est.peak.logits_loss - m.breakdown.logits_loss) <= 0.01 * m.breakdown.logits_loss
 
 
 def test_validate_command_prints_estimate_beside_measurement():
@@ -67,7 +69,7 @@ def test_validate_command_prints_estimate_beside_measurement():
 @pytest.mark.gpu
 def test_cuda_measurement_of_a_tiny_model():
     raw = json.loads(CONFIG.read_text())
-    from planner.architecture import shape_from_config
+    from fitplan.architecture import shape_from_config
 
     shape = shape_from_config(raw, "tiny")
     setup = TrainingSetup(method="lora", seq_len=256, batch_size=2, precision="bf16", device="cuda")

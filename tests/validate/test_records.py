@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from validate.records import append_record, read_records, settings_key
+from fitplan.records import append_record, read_records, settings_key
 
 pytest.importorskip("torch")
 pytest.importorskip("peft")
@@ -43,7 +43,7 @@ def _sweep(tmp_path: Path) -> Path:
 
 def test_killed_sweep_resumes_without_duplicates(tmp_path):
     sweep, out = _sweep(tmp_path), tmp_path / "runs.jsonl"
-    cmd = [sys.executable, "-m", "planner.cli", "validate", "--sweep", str(sweep), "--out", str(out)]
+    cmd = [sys.executable, "-m", "fitplan.cli", "validate", "--sweep", str(sweep), "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and len(read_records(out)) < 2:

@@ -1,0 +1,234 @@
+"""plan(): every decision between a request and its answer, in one place.
+
+Resolves the model and the GPU, fills the defaults (and records which were assumed), adjusts what
+the hardware or the architecture forces (with a note saying so), picks the calibration, estimates
+each method with its fit on the GPU, and adds what was asked for: the recommendation, placements
+across GPU counts, suggestions across the catalog, time and cost, the largest batch or sequence.
+The command line and the library call this; views render the ``Plan`` it returns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fitplan.calibration import Calibration, load_file, overhead_for
+from fitplan.catalog import GPU, ModelEntry, resolve_gpu, resolve_model
+from fitplan.errors import PlanError, unknown_choice
+from fitplan.estimate import Estimate, estimate
+from fitplan.fit import gpus_needed
+from fitplan.memory.overhead import DEFAULT_OVERHEAD, Overhead
+from fitplan.methods import NAMES, REGISTRY, Method
+from fitplan.methods.lora import target_matrices
+from fitplan.optimizers import NAMES as OPTIMIZERS
+from fitplan.request import Request
+from fitplan.result import MethodResult, Plan, Training
+from fitplan.setup import ATTENTIONS, DEVICES, PRECISIONS, QUANTS, TrainingSetup
+from fitplan.sharding import OFFLOADS, STRATEGIES, Placement, per_gpu
+
+
+def plan(request: Request | None = None, /, **options: Any) -> Plan:
+    """Plan the memory of fine-tuning a model: ``plan(model="llama-70b", gpu="a100-80")``.
+
+    Takes a ``Request`` or its fields as keyword arguments (the command line's options under their
+    field names). Returns the ``Plan``. Raises ``PlanError`` (one line naming the problem and the
+    valid choices) for bad input.
+    """
+    if request is None:
+        request = Request.of(**options)
+    elif options:
+        raise PlanError("give a Request or keyword options, not both")
+    return _Planner(request).plan()
+
+
+def _choice(what: str, value: Any, choices: tuple[str, ...]) -> str:
+    text = str(value).strip().lower()
+    if text not in choices:
+        raise unknown_choice(what, value, choices)
+    return text
+
+
+def _targets(text: str) -> tuple[str, ...]:
+    parts = tuple(p.strip() for p in str(text).replace(" ", ",").split(",") if p.strip())
+    if not parts:
+        raise PlanError("--lora-targets must name at least one module, e.g. q,v or all-linear")
+    return parts
+
+
+class _Planner:
+    """One request's decisions, taken in order; ``plan()`` returns what they add up to."""
+
+    def __init__(self, request: Request):
+        self.r = request
+        self.notes: list[str] = []
+
+    # ---- inputs ----------------------------------------------------------------------------
+    def _model(self) -> ModelEntry:
+        if not self.r.model:
+            raise PlanError("missing --model: give a preset (see `plan models`) or a config.json path, "
+                            "e.g. plan --model llama-70b --gpu a100-80")
+        return resolve_model(self.r.model)
+
+    def _methods(self) -> list[Method]:
+        if self.r.method is None:
+            return list(REGISTRY.values())
+        return [REGISTRY[_choice("method", self.r.method, NAMES)]]
+
+    def _base_setup(self, model: ModelEntry, gpu: GPU | None, methods: list[Method]) -> TrainingSetup:
+        r = self.r
+        precision = _choice("precision", r.value("precision"), PRECISIONS)
+        optimizer = _choice("optimizer", r.value("optimizer"), OPTIMIZERS)
+        attention = _choice("attention implementation", r.value("attention"), ATTENTIONS)
+        device = _choice("device", r.value("device"), DEVICES)
+        quant = _choice("quantization", r.value("quant"), QUANTS)
+        if gpu is not None and device != "cuda":
+            raise PlanError(f"--gpu {gpu.name} plans for a CUDA device; drop --device {device} or --gpu")
+        if gpu is not None and not gpu.supports_bf16 and precision.startswith("bf16"):
+            if not r.given("precision"):
+                precision = "fp16"
+                self.notes.append(f"{gpu.name} has no bf16: planned in fp16")
+            else:
+                raise PlanError(f"{gpu.name} does not support bf16; use --precision fp16, fp16-mixed or fp32")
+        shape = model.shape
+        if attention not in shape.attention_kernels:
+            if not r.given("attention"):
+                attention = shape.attention_kernels[0]
+                self.notes.append(f"{shape.model_type} runs {attention} attention in transformers 5 (no SDPA path)")
+            else:
+                raise PlanError(f"{shape.model_type} has no {attention} attention path in transformers 5; "
+                                f"use --attention {' or '.join(shape.attention_kernels)}")
+        if shape.num_experts and any(m.quantized_base for m in methods):
+            self.notes.append("qlora on MoE: transformers 5 keeps the fused 3-D expert weights unquantized "
+                              "(prepare_model_for_kbit_training upcasts them to fp32)")
+        transformers_major = r.value("transformers")
+        if transformers_major not in (4, 5):
+            raise PlanError(f"--transformers must be 4 or 5, got {transformers_major}")
+        setup = TrainingSetup(
+            method=methods[0], seq_len=r.value("seq_len"), batch_size=r.value("batch_size"), precision=precision,
+            optimizer=optimizer, grad_ckpt=r.grad_ckpt, attention=attention, device=device,
+            lora_rank=r.value("lora_rank"), lora_targets=_targets(r.value("lora_targets")),
+            lora_dropout=float(r.value("lora_dropout")), adapter_size=r.value("adapter_size"),
+            num_virtual_tokens=r.value("num_virtual_tokens"), prefix_projection=bool(r.value("prefix_projection")),
+            quant=quant, double_quant=bool(r.value("double_quant")), gpus=r.value("gpus"),
+            kbit_upcast=bool(r.value("kbit_upcast")), transformers_major=transformers_major, assumed=r.assumed,
+        )
+        target_matrices(shape, setup.lora_targets)  # a bad target is bad input for every method
+        return setup
+
+    def _placement(self) -> Placement | None:
+        r = self.r
+        sharding = _choice("sharding", r.value("sharding"), ("auto",) + STRATEGIES)
+        offload = _choice("offload", r.value("offload"), OFFLOADS)
+        gpus, per_node = r.value("gpus"), r.value("gpus_per_node")
+        if per_node < 1:
+            raise PlanError(f"gpus-per-node must be positive, got {per_node}")
+        if gpus > 1 or sharding not in ("auto", "none") or offload != "none":
+            strategy = "fsdp" if sharding in ("auto", "none") else sharding
+            return Placement(strategy, gpus, per_node, offload)
+        return None
+
+    def _calibration(self, gpu: GPU | None) -> tuple[Overhead, Calibration | None]:
+        path = self.r.calibration
+        if path and str(path).lower() == "none":
+            return DEFAULT_OVERHEAD, None
+        if path:
+            cal = load_file(path)
+            return cal.overhead, cal
+        return overhead_for(gpu)
+
+    # ---- per method ------------------------------------------------------------------------
+    def _result(self, model: ModelEntry, setup: TrainingSetup, gpu: GPU | None, overhead: Overhead,
+                placement: Placement | None) -> MethodResult:
+        try:
+            est = estimate(model, setup, overhead)
+        except PlanError as exc:
+            return MethodResult(setup.method, None, error=str(exc))
+        spread = per_gpu(est, placement) if placement is not None and placement.gpus > 1 else None
+        fits = needed = sharding = None
+        if gpu is not None:
+            peak = spread.peak_bytes if spread is not None else est.peak_bytes
+            fits = peak <= gpu.usable_memory_bytes
+            needed = gpus_needed(est, gpu)
+            sharding = "none" if needed == 1 else "fsdp"
+        return MethodResult(setup.method, est, spread=spread, fits=fits, gpus_needed=needed, sharding=sharding)
+
+    # ---- the whole answer ------------------------------------------------------------------
+    def plan(self) -> Plan:
+        r = self.r
+        model = self._model()
+        gpu = resolve_gpu(r.gpu) if r.gpu else None
+        methods = self._methods()
+        base = self._base_setup(model, gpu, methods)
+        placement = self._placement()
+        tokens, mfu = r.tokens, float(r.value("mfu"))
+        if tokens is not None and tokens <= 0:
+            raise PlanError(f"tokens must be positive, got {tokens}")
+        if not 0 < mfu <= 1:
+            raise PlanError(f"mfu must lie in (0, 1], got {mfu}")
+        single = r.method is not None
+        if (r.value("max_batch") or r.value("max_seq_len")) and (gpu is None or not single):
+            raise PlanError("--max-batch and --max-seq-len need --gpu and --method")
+        overhead, cal = self._calibration(gpu)
+        results = {m.name: self._result(model, base.with_(method=m), gpu, overhead, placement) for m in methods}
+        if all(x.estimate is None for x in results.values()):
+            raise PlanError(next(iter(results.values())).error)
+        rec = None
+        if gpu is not None and not single:
+            from fitplan.recommend import recommend
+
+            rec = recommend(model, base, gpu, overhead)
+            results = {k: _replace(v, recommended=k == rec.method) for k, v in results.items()}
+        kwargs: dict[str, Any] = {}
+        if r.value("suggest"):
+            kwargs["suggestions"] = self._suggestions(model, base, methods, tokens, mfu)
+        first = next(x for x in results.values() if x.estimate is not None)
+        if single and gpu is not None and not r.value("suggest"):
+            kwargs.update(self._placements(model, first, gpu, placement, overhead, tokens, mfu))
+        if r.value("max_batch") or r.value("max_seq_len"):
+            from fitplan.suggest import largest
+
+            found = {}
+            for flag, name in (("max_batch", "batch_size"), ("max_seq_len", "seq_len")):
+                if r.value(flag):
+                    found[name] = largest(model, first.estimate.setup, gpu.usable_memory_bytes, name, overhead)
+            kwargs["largest"] = found
+        return Plan(request=r, model=model, gpu=gpu, setup=first.estimate.setup, assumed=r.assumed,
+                    notes=tuple(self.notes), calibration=cal, methods=results, single=single, recommendation=rec,
+                    gpus_per_node=r.value("gpus_per_node"), **kwargs)
+
+    def _suggestions(self, model, base, methods, tokens, mfu):
+        from fitplan.catalog import gpu_catalog
+        from fitplan.suggest import suggest
+
+        target = base.with_(method=methods[0] if self.r.method is not None else "lora")
+        overheads = {g.name: overhead_for(g)[0] for g in gpu_catalog().values()}
+        return tuple(suggest(model, target, overheads, tokens, mfu, self.r.value("gpus_per_node")))
+
+    def _placements(self, model: ModelEntry, first: MethodResult, gpu: GPU, placement: Placement | None,
+                    overhead: Overhead, tokens: int | None, mfu: float) -> dict[str, Any]:
+        from fitplan.sharding import options
+        from fitplan.suggest import training_time_hours
+
+        est: Estimate = first.estimate
+        per_node = self.r.value("gpus_per_node")
+        found = [] if first.fits and placement is None else options(est, gpu.usable_memory_bytes, per_node)
+        note = ""
+        if not found and not first.fits and self.r.grad_ckpt is None and not est.setup.checkpointing \
+                and est.setup.method.checkpointing_refused is None:
+            # not chosen by the user: show what checkpointing makes possible
+            est = estimate(model, est.setup.with_(grad_ckpt=True), overhead)
+            found = options(est, gpu.usable_memory_bytes, per_node)
+            note = " with gradient checkpointing (without it, no count holds the step)"
+        out: dict[str, Any] = {"placements": tuple(found), "placements_checkpointing": est.setup.checkpointing,
+                               "placements_note": note}
+        if tokens:
+            n = placement.gpus if placement else (found[0].placement.gpus if found else 1)
+            hours = training_time_hours(model, est.setup, gpu, n, tokens, mfu)
+            cost = None if hours is None or gpu.price_usd_per_hour is None else hours * n * gpu.price_usd_per_hour
+            out["training"] = Training(tokens, n, mfu, hours, cost)
+        return out
+
+
+def _replace(result: MethodResult, **changes: Any) -> MethodResult:
+    from dataclasses import replace
+
+    return replace(result, **changes)

@@ -1,0 +1,171 @@
+"""Request: every option of a plan, as a person or a program gives it.
+
+A field left at None takes its default (``DEFAULTS``); the plan records which of the defaults that
+change the answer most were assumed rather than chosen (``ASSUMED``), so that nobody mistakes a
+default for a fact. ``OPTIONS`` describes each field for the command line (flag, help, kind), so
+that the command line is built from this one table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from fitplan.errors import PlanError
+
+DEFAULTS: dict[str, Any] = {
+    "method": None,              # every method of the short table
+    "seq_len": 2048,
+    "batch_size": 1,
+    "precision": "bf16",
+    "optimizer": "adamw",
+    "attention": "sdpa",
+    "grad_ckpt": None,           # the method's default (on for qlora)
+    "lora_rank": 16,
+    "lora_targets": "q,v",
+    "lora_dropout": 0.0,
+    "adapter_size": 64,
+    "num_virtual_tokens": 20,
+    "prefix_projection": False,
+    "quant": "nf4",
+    "double_quant": True,
+    "kbit_upcast": True,
+    "transformers": 5,
+    "device": "cuda",
+    "gpus": 1,
+    "sharding": "auto",
+    "offload": "none",
+    "gpus_per_node": 8,
+    "suggest": False,
+    "max_batch": False,
+    "max_seq_len": False,
+    "tokens": None,
+    "mfu": 0.40,
+    "calibration": None,         # the one matching the GPU
+}
+
+# defaults that the output lists as assumed when the user did not choose them: (words, option)
+ASSUMED: dict[str, tuple[str, str]] = {
+    "seq_len": ("sequence length", "--seq-len"),
+    "batch_size": ("micro batch", "--batch-size"),
+    "precision": ("precision", "--precision"),
+    "optimizer": ("optimizer", "--optimizer"),
+    "attention": ("attention kernel", "--attention"),
+}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One field as the command line shows it."""
+
+    field: str
+    kind: str            # "str", "int", "float", "flag" (on only) or "switch" (--x/--no-x)
+    help: str
+    metavar: str | None = None
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("model", "str", "Preset or alias (see `plan models`), or a config.json / its folder.", "NAME|PATH"),
+    Option("gpu", "str", "GPU to fit on (see `plan gpus`).", "NAME"),
+    Option("method", "str", "full, lora, qlora, adapter, prefix, prompt or ptuning [default: all of them].", "METHOD"),
+    Option("lora_rank", "int", "LoRA / QLoRA rank [default: 16].", "R"),
+    Option("lora_targets", "str", "Module names, roles (q,k,v,o,gate,up,down) or all-linear [default: q,v].", "T"),
+    Option("lora_dropout", "float", "LoRA dropout: a saved mask per target [default: 0].", "P"),
+    Option("adapter_size", "int", "Bottleneck width of Houlsby adapters [default: 64].", "N"),
+    Option("num_virtual_tokens", "int", "Prefix, prompt and P-tuning tokens [default: 20].", "N"),
+    Option("prefix_projection", "switch", "Prefix tuning's reparameterisation MLP [default: off]."),
+    Option("seq_len", "int", "Tokens per sequence [default: 2048].", "N"),
+    Option("batch_size", "int", "Micro batch per GPU [default: 1].", "N"),
+    Option("precision", "str", "fp32, bf16, fp16, bf16-mixed, fp16-mixed or bf16-master [default: bf16].", "P"),
+    Option("optimizer", "str", "adamw, adamw-8bit, paged-adamw, paged-adamw-8bit, sgd, sgd-momentum, adafactor "
+                               "or lion [default: adamw].", "OPT"),
+    Option("grad_ckpt", "switch", "Gradient checkpointing [default: on for qlora, off otherwise]."),
+    Option("attention", "str", "eager, sdpa or flash [default: sdpa].", "IMPL"),
+    Option("quant", "str", "QLoRA's 4-bit type: nf4 or fp4 [default: nf4].", "Q"),
+    Option("double_quant", "switch", "bitsandbytes double quantization for qlora [default: on]."),
+    Option("kbit_upcast", "switch", "qlora: peft's prepare_model_for_kbit_training keeps non-4-bit parameters "
+                                    "(and so activations) in fp32 [default: on]."),
+    Option("transformers", "int", "Major version of transformers to model: 4 (per-expert MoE linears, an extra "
+                                  "fp32 logits copy) or 5 [default: 5].", "4|5"),
+    Option("device", "str", "Kernels to model: cuda, or cpu (the validator's CPU runs) [default: cuda].", "D"),
+    Option("gpus", "int", "GPUs the step is spread over (reported per GPU) [default: 1].", "N"),
+    Option("sharding", "str", "auto, none, ddp, zero1, zero2, zero3, fsdp or hybrid (auto: fsdp when --gpus > 1) "
+                              "[default: auto].", "S"),
+    Option("offload", "str", "none, optimizer or params (to host memory) [default: none].", "O"),
+    Option("gpus_per_node", "int", "GPUs per node, for nodes and hybrid sharding [default: 8].", "N"),
+    Option("suggest", "flag", "Rank every catalog GPU by the cheapest configuration that holds the step."),
+    Option("max_batch", "flag", "Find the largest micro batch that fits --gpu."),
+    Option("max_seq_len", "flag", "Find the longest sequence that fits --gpu."),
+    Option("tokens", "int", "Tokens to train on: adds time and cost estimates.", "N"),
+    Option("mfu", "float", "Share of the GPU's bf16 peak reached, for --tokens [default: 0.40].", "F"),
+    Option("calibration", "str", "A calibration file to apply, or 'none' for the defaults [default: the one "
+                                 "matching --gpu].", "FILE|none"),
+)
+
+
+@dataclass(frozen=True)
+class Request:
+    """Every option of a plan. None means "not given": the default applies (``DEFAULTS``).
+
+    ``model`` is a preset or alias (``plan models``), or the path of a ``config.json`` or of a
+    folder holding one; ``gpu`` a catalog name or alias (``plan gpus``). The rest are the
+    command line's options under their field names (``--seq-len`` is ``seq_len``).
+    """
+
+    model: str | None = None
+    gpu: str | None = None
+    method: str | None = None
+    lora_rank: int | None = None
+    lora_targets: str | None = None
+    lora_dropout: float | None = None
+    adapter_size: int | None = None
+    num_virtual_tokens: int | None = None
+    prefix_projection: bool | None = None
+    seq_len: int | None = None
+    batch_size: int | None = None
+    precision: str | None = None
+    optimizer: str | None = None
+    grad_ckpt: bool | None = None
+    attention: str | None = None
+    quant: str | None = None
+    double_quant: bool | None = None
+    kbit_upcast: bool | None = None
+    transformers: int | None = None
+    device: str | None = None
+    gpus: int | None = None
+    sharding: str | None = None
+    offload: str | None = None
+    gpus_per_node: int | None = None
+    suggest: bool | None = None
+    max_batch: bool | None = None
+    max_seq_len: bool | None = None
+    tokens: int | None = None
+    mfu: float | None = None
+    calibration: str | None = None
+
+    @classmethod
+    def of(cls, **options: Any) -> Request:
+        """A request from keyword arguments; an unknown keyword is bad input naming the valid ones."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise PlanError(f"unknown option(s) {', '.join(unknown)}. Valid: {', '.join(sorted(names))}")
+        return cls(**options)
+
+    def given(self, name: str) -> bool:
+        """Whether the user chose this option (rather than leaving its default)."""
+        return getattr(self, name) is not None
+
+    def value(self, name: str) -> Any:
+        """The option's value: the user's, else the default."""
+        v = getattr(self, name)
+        return DEFAULTS.get(name) if v is None else v
+
+    @property
+    def assumed(self) -> tuple[str, ...]:
+        """The influential options left at their defaults, in the order the output lists them."""
+        return tuple(k for k in ASSUMED if not self.given(k))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as given (None where not given)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -1,1 +1,0 @@
-"""Test helpers for fitplan (measurement utilities; not part of the package)."""

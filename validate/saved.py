@@ -1,0 +1,89 @@
+"""What each decoder layer saves for backward, measured: the check on the planner's layer trace.
+
+A model of a few layers is built on fake tensors (``fitplan.validate.build.build_fake``, so any size
+runs without memory) with the method applied, and one forward pass runs under
+``torch.autograd.graph.saved_tensors_hooks``. Every saved tensor is attributed to the decoder layer
+whose module saved it; a storage saved twice counts once, in the layer that saved it first, and
+one saved by several layers (the rotary tables) is reported apart. Parameters, buffers and the
+input ids are not activations and are left out.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from fitplan.architecture import ModelShape
+from fitplan.setup import TrainingSetup
+from fitplan.validate.build import build_fake, real_mask_decisions
+
+_LAYER = re.compile(r"(?:^|\.)(?:layers|h|layer|blocks)\.(\d+)(?:\.|$)")
+
+
+@dataclass
+class SavedBytes:
+    """Bytes saved for backward, per decoder layer and outside the layers."""
+
+    per_layer: dict[int, int] = field(default_factory=dict)
+    shared: int = 0        # storages saved by more than one layer
+    outside: int = 0       # saved outside the decoder layers (final norm, head, loss)
+
+
+def saved_per_layer(raw: dict[str, Any], shape: ModelShape, setup: TrainingSetup, num_layers: int = 3) -> SavedBytes:
+    """Measure one forward pass of a ``num_layers``-deep model on fake tensors (CPU kernels)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    model = build_fake(raw, shape, setup, fake_mode, num_layers)
+    names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
+    stack: list[str] = []
+    skip = {p.untyped_storage()._cdata for p in model.parameters()} | {b.untyped_storage()._cdata for b in model.buffers()}
+    first_layer: dict[int, int | None] = {}
+    layers_of: dict[int, set[int | None]] = defaultdict(set)
+    nbytes: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        key = t.untyped_storage()._cdata
+        if key not in skip:
+            m = _LAYER.search(stack[-1] if stack else "")
+            layer = int(m.group(1)) if m else None
+            first_layer.setdefault(key, layer)
+            layers_of[key].add(layer)
+            nbytes[key] = t.untyped_storage().nbytes()
+        return t
+
+    def enter(mod: nn.Module, args: Any) -> None:
+        stack.append(names.get(id(mod), ""))
+
+    def leave(mod: nn.Module, args: Any, out: Any) -> None:
+        if stack:
+            stack.pop()
+
+    pre = nn.modules.module.register_module_forward_pre_hook(enter)
+    post = nn.modules.module.register_module_forward_hook(leave, always_call=True)
+    try:
+        with real_mask_decisions(), fake_mode:
+            ids = torch.randint(0, shape.vocab_size, (setup.batch_size, setup.seq_len))
+            skip.add(ids.untyped_storage()._cdata)
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                model(input_ids=ids, labels=ids, use_cache=False)
+    finally:
+        pre.remove()
+        post.remove()
+    out = SavedBytes()
+    per_layer: dict[int, int] = defaultdict(int)
+    for key, layer in first_layer.items():
+        inside = {x for x in layers_of[key] if x is not None}
+        if len(inside) > 1:
+            out.shared += nbytes[key]
+        elif layer is not None:
+            per_layer[layer] += nbytes[key]
+        else:
+            out.outside += nbytes[key]
+    out.per_layer = dict(per_layer)
+    return out
