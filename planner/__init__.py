@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.2.0"
 
 if TYPE_CHECKING:  # pragma: no cover
-    from fitplan.plan import plan
+    from fitplan.planning import plan
     from fitplan.request import Request
     from fitplan.result import Plan
 
@@ -29,7 +29,7 @@ __all__ = ["plan", "Plan", "Request", "__version__"]
 def __getattr__(name: str) -> Any:
     # imported on first use, so that `import fitplan` (and `plan --version`) stays instant
     if name == "plan":
-        from fitplan.plan import plan
+        from fitplan.planning import plan
 
         return plan
     if name == "Request":

@@ -9,7 +9,7 @@ temporaries, other).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from enum import Enum
 
 
@@ -73,12 +73,13 @@ class MemoryBreakdown:
     overhead: int = 0
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"{f.name} must be an int of bytes, got {value!r}")
+        for name in CATEGORIES:
+            value = getattr(self, name)
+            if type(value) is not int:
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise TypeError(f"{name} must be an int of bytes, got {value!r}")
             if value < 0:
-                raise ValueError(f"{f.name} must not be negative, got {value}")
+                raise ValueError(f"{name} must not be negative, got {value}")
 
     @property
     def total(self) -> int:

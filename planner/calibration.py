@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -155,6 +154,8 @@ def huber_line(xs: Sequence[float], ys: Sequence[float], iterations: int = 50) -
 
     With one point, the line through it with slope 0... returned as (y, 0).
     """
+    import statistics
+
     n = len(xs)
     if n == 0:
         raise PlanError("nothing to fit: no usable observations")
@@ -211,6 +212,8 @@ def observations_from_records(records: Iterable[dict[str, Any]]) -> list[Observa
 
 def fit(observations: Sequence[Observation]) -> tuple[Overhead, dict[str, Any], list[dict[str, Any]]]:
     """Fit the overhead quantities; returns them, a description of the fit, and the residuals."""
+    import statistics
+
     description: dict[str, Any] = {"method": "huber-irls"}
     workspace = 0
     pairs = [(o.allocated, o.tensors) for o in observations if o.allocated is not None and o.tensors is not None]

@@ -57,23 +57,9 @@ def cli(ctx: click.Context, plot_path: str | None, as_json: bool, **values: Any)
     """Plan the memory of fine-tuning a language model: `plan --model llama-70b --gpu a100-80`."""
     if ctx.invoked_subcommand is not None:
         return
-    from fitplan.plan import plan
+    from fitplan.__main__ import execute
 
-    if plot_path:
-        from fitplan.plot import check_path
-
-        check_path(plot_path)  # a bad name fails before the work, not after
-    result = plan(_request(values))
-    if plot_path:
-        from fitplan.plot import plan_chart
-
-        plan_chart(result, plot_path)
-    if as_json:
-        click.echo(result.to_json())
-    else:
-        from fitplan.render import render
-
-        click.echo(render(result))
+    execute(_request(values), plot_path, as_json)
 
 
 _VALIDATE_FIELDS = ("model", "method", "lora_rank", "lora_targets", "lora_dropout", "adapter_size", "num_virtual_tokens",
@@ -172,21 +158,24 @@ def gpus_cmd(as_json: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: every bad input ends as one line on stderr and exit code 2."""
+    """The click command: every bad input ends as one line on stderr and exit code 2."""
+    from fitplan.__main__ import fail, guarded
+
+    def work() -> None:
+        try:
+            cli.main(args=argv, prog_name="plan", standalone_mode=False)
+        except click.exceptions.Exit as exc:
+            if exc.exit_code:
+                raise SystemExit(exc.exit_code) from None
+        except click.exceptions.Abort:
+            raise KeyboardInterrupt from None
+
     try:
-        cli.main(args=argv, prog_name="plan", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code or 0)
-    except click.exceptions.Abort:
-        click.echo("plan: aborted", err=True)
-        return 1
+        return guarded(work)
     except click.ClickException as exc:
-        click.echo(f"plan: error: {exc.format_message()}", err=True)
-        return 2
-    except PlanError as exc:
-        click.echo(f"plan: error: {exc}", err=True)
-        return 2
-    return 0
+        return fail(exc.format_message())
+    except SystemExit as exc:
+        return int(exc.code or 0)
 
 
 def run() -> None:  # console script

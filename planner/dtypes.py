@@ -38,6 +38,9 @@ def dtype(name: str) -> DType:
     Raises:
         PlanError: for a name not in the table, listing the valid ones.
     """
+    found = DTYPES.get(name)  # the common case: a name of the table
+    if found is not None:
+        return found
     key = _ALIASES.get(str(name).lower(), str(name).lower())
     if key not in DTYPES:
         raise unknown_choice("dtype", name, DTYPES)

@@ -33,7 +33,7 @@ from fitplan.memory import optimizer as opt
 from fitplan.memory import weights as wt
 from fitplan.memory.forms import Size
 from fitplan.memory.overhead import DEFAULT_OVERHEAD, Overhead
-from fitplan.methods import Method
+from fitplan.methods import Method, TensorGroup
 from fitplan.setup import TrainingSetup
 
 PHASES = ("forward", "backward", "optimizer")
@@ -46,6 +46,7 @@ class Template:
     shape: ModelShape
     method: Method
     overhead: Overhead
+    groups: tuple[TensorGroup, ...]   # every tensor of the trained model
     weights: int
     quant_state: int
     gradients: int
@@ -204,6 +205,7 @@ def template(shape: ModelShape, setup: TrainingSetup, overhead: Overhead = DEFAU
         shape=shape,
         method=m,
         overhead=overhead,
+        groups=tuple(groups),
         weights=wt.weights(groups),
         quant_state=wt.quantization_state(groups, setup.double_quant),
         gradients=opt.gradients(groups, setup),
@@ -254,6 +256,7 @@ class Estimate:
     saved_file_bytes: int
     layer_activation_bytes: tuple[int, int]   # layer 0, later layers (without checkpointing)
     overhead: Overhead = DEFAULT_OVERHEAD
+    groups: tuple[TensorGroup, ...] = ()       # every tensor of the trained model
 
     @property
     def allocated_bytes(self) -> int:
@@ -309,4 +312,5 @@ def estimate(model: ModelEntry, setup: TrainingSetup, overhead: Overhead = DEFAU
         saved_file_bytes=t.saved_file_bytes,
         layer_activation_bytes=(t.first.bytes(*c), t.later.bytes(*c)),
         overhead=overhead,
+        groups=t.groups,
     )

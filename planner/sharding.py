@@ -82,7 +82,7 @@ class ShardedPeak:
         return self.per_gpu.total
 
 
-def _layer_bytes(est: Estimate, groups: list[TensorGroup], trainable_only: bool = False) -> int:
+def _layer_bytes(est: Estimate, groups: tuple[TensorGroup, ...], trainable_only: bool = False) -> int:
     L = est.model.shape.num_layers
     total = 0
     for g in groups:
@@ -91,7 +91,7 @@ def _layer_bytes(est: Estimate, groups: list[TensorGroup], trainable_only: bool 
     return total // L
 
 
-def _root_bytes(est: Estimate, groups: list[TensorGroup]) -> int:
+def _root_bytes(est: Estimate, groups: tuple[TensorGroup, ...]) -> int:
     L = est.model.shape.num_layers
     return sum(g.data_bytes() for g in groups if not g.per_layer(L) and not g.added)
 
@@ -101,7 +101,7 @@ def per_gpu(est: Estimate, placement: Placement) -> ShardedPeak:
     p = placement
     if p.strategy == "none":
         return ShardedPeak(p, est.peak_phase, est.peak, 0)
-    groups = est.method.tensors(est.model.shape, est.setup)
+    groups = est.groups
     n = p.shard
     s_opt = n if p.strategy in ("zero1", "zero2", "zero3", "fsdp", "hybrid") else 1
     s_grad = n if p.strategy in ("zero2", "zero3", "fsdp", "hybrid") else 1
@@ -144,7 +144,7 @@ def per_gpu(est: Estimate, placement: Placement) -> ShardedPeak:
     return ShardedPeak(p, best[0], best[1], host * per_node)
 
 
-def _trainable_elements(groups: list[TensorGroup]) -> int:
+def _trainable_elements(groups: tuple[TensorGroup, ...]) -> int:
     return sum(g.elements for g in groups if g.trainable)
 
 

@@ -1,4 +1,4 @@
-"""Shared test set-up: the ``gpu`` marker's skip."""
+"""Shared test set-up: the ``torch`` and ``gpu`` markers' skips."""
 
 import pytest
 
@@ -11,7 +11,18 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def _torch_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
 def pytest_collection_modifyitems(config, items):
+    if not _torch_installed():
+        skip_torch = pytest.mark.skip(reason="needs torch (pip install '.[validate]'); it is not installed here")
+        for item in items:
+            if "torch" in item.keywords:
+                item.add_marker(skip_torch)
     if _cuda_available():
         return
     skip = pytest.mark.skip(reason="needs an NVIDIA GPU with CUDA; none is present here")

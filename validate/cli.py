@@ -63,7 +63,7 @@ def settings_from(values: dict[str, Any], mode: str, steps: int, nproc: int, sha
     """The run's settings (a record's ``settings``) from the command line's values, checked."""
     from fitplan.methods import NAMES
     from fitplan.optimizers import NAMES as OPTIMIZERS
-    from fitplan.plan import _choice
+    from fitplan.planning import _choice
     from fitplan.setup import ATTENTIONS, PRECISIONS, QUANTS
 
     mode = _choice("mode", mode, MODES)

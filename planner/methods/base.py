@@ -145,7 +145,8 @@ class Method:
     # ---- tensors ---------------------------------------------------------------------------
     def base_storage(self, setup: TrainingSetup) -> StorageOf:
         """The storage type of each base tensor (the training dtype unless the method quantizes)."""
-        return lambda kind, role, is_linear: setup.weight_dtype
+        storage = setup.weight_dtype
+        return lambda kind, role, is_linear: storage
 
     def added_tensors(self, shape: ModelShape, setup: TrainingSetup) -> list[TensorGroup]:
         """The tensors the method adds (trainable unless it says otherwise)."""

@@ -8,11 +8,11 @@ from fitplan.architecture import shape_from_config
 from fitplan.catalog import data_dir, load_preset, model_names, preset_info
 from fitplan.errors import PlanError
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-
 
 def _meta_count(raw: dict) -> tuple[int, int]:
+    import torch
+    import transformers
+
     cfg = dict(raw)
     model_type = cfg.pop("model_type")
     config = transformers.AutoConfig.for_model(model_type, **cfg)
@@ -22,6 +22,7 @@ def _meta_count(raw: dict) -> tuple[int, int]:
     return sum(p.numel() for p in params), len(params)
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("name", model_names())
 def test_preset_count_matches_transformers(name):
     entry = load_preset(name)

@@ -70,7 +70,7 @@ def test_bad_calibration_files_are_one_line_errors(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(PlanError, match=re.escape(message)):
         calibration.load_file(path)
-    r = subprocess.run([sys.executable, "-m", "fitplan.cli", "--model", "gpt2", "--calibration", str(path)],
+    r = subprocess.run([sys.executable, "-m", "fitplan", "--model", "gpt2", "--calibration", str(path)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and message in r.stderr
 
@@ -92,7 +92,7 @@ def test_calibration_fitted_on_half_the_published_runs_improves_the_other_half()
 
 def test_calibrate_command_writes_a_readable_file(tmp_path):
     out = tmp_path / "a100.json"
-    r = subprocess.run([sys.executable, "-m", "fitplan.cli", "calibrate", "--reference", "--gpu", "a100-80",
+    r = subprocess.run([sys.executable, "-m", "fitplan", "calibrate", "--reference", "--gpu", "a100-80",
                         "--out", str(out), "--json"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     written = json.loads(out.read_text())

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-PLAN = [sys.executable, "-m", "fitplan.cli"]
+PLAN = [sys.executable, "-m", "fitplan"]
 
 
 def run(*args, cwd=None):

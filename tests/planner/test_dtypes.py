@@ -9,8 +9,6 @@ from fitplan.memory.weights import quantization_state, weights
 from fitplan.methods import REGISTRY
 from fitplan.setup import TrainingSetup
 
-torch = pytest.importorskip("torch")
-bnbf = pytest.importorskip("bitsandbytes.functional")
 
 
 def _state_bytes(q, state):
@@ -25,10 +23,14 @@ def test_published_4096_square():
     assert four_bit_bytes(4096 * 4096, double_quant=True) == 8_655_940
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("shape", [(4096, 4096), (100, 70), (1024, 4096), (333, 17)])
 @pytest.mark.parametrize("double_quant", [False, True])
 @pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
 def test_matches_bitsandbytes(shape, double_quant, quant_type):
+    import bitsandbytes.functional as bnbf
+    import torch
+
     w = torch.randn(*shape, dtype=torch.bfloat16)
     q, state = bnbf.quantize_4bit(w, blocksize=64, compress_statistics=double_quant, quant_type=quant_type)
     assert four_bit_bytes(w.numel(), double_quant=double_quant) == _state_bytes(q, state)
@@ -40,8 +42,8 @@ def test_unknown_dtype_lists_valid_names():
     assert nbytes(3, "nf4") == 2
 
 
+@pytest.mark.torch
 def test_qlora_model_bytes_match_bitsandbytes_on_cpu():
-    pytest.importorskip("peft")
     from fitplan.validate.build import build_real
 
     raw = dict(model_type="qwen2", hidden_size=256, intermediate_size=512, num_hidden_layers=2,

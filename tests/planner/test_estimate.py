@@ -6,6 +6,7 @@ from fitplan.catalog import load_preset
 from fitplan.estimate import estimate
 from fitplan.setup import TrainingSetup
 
+pytestmark = pytest.mark.torch
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 from fitplan.validate.measure import measure  # noqa: E402

@@ -75,7 +75,7 @@ OPTIONS = st.lists(
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(options=OPTIONS, model=st.sampled_from(["gpt2", "llama-3.1-8b", "mixtral-8x7b", "gemma-2-2b", "nope"]))
 def test_any_option_combination_is_a_result_or_one_clean_line(options, model):
-    args = [sys.executable, "-m", "fitplan.cli", "--model", model] + [a for opt in options for a in opt]
+    args = [sys.executable, "-m", "fitplan", "--model", model] + [a for opt in options for a in opt]
     r = subprocess.run(args, capture_output=True, text=True, timeout=60)
     assert "Traceback" not in r.stderr
     if r.returncode == 0:

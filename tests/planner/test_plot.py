@@ -9,7 +9,7 @@ pytest.importorskip("matplotlib")
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "fitplan.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "fitplan", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_breakdown_picture(tmp_path):
@@ -27,7 +27,7 @@ def test_sharding_picture(tmp_path):
 
 
 def test_planning_without_a_picture_imports_no_matplotlib():
-    probe = "import sys, fitplan.cli as c; c.main(['--model','gpt2','--gpu','t4']); print('matplotlib' in sys.modules)"
+    probe = "import sys, fitplan.__main__ as c; c.main(['--model','gpt2','--gpu','t4']); print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout
     assert out.strip().splitlines()[-1] == "False"
 

@@ -107,7 +107,7 @@ def test_suggest_ranks_configurations_that_fit_by_cost():
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "fitplan.cli", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "fitplan", *args], capture_output=True, text=True, timeout=60)
 
 
 def test_cli_suggest_and_max_batch():

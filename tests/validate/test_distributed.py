@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.torch
 pytest.importorskip("torch")
 pytest.importorskip("peft")
 
@@ -17,7 +18,7 @@ CONFIG = Path(__file__).resolve().parents[2] / "data" / "sweeps" / "configs" / "
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_fsdp2_two_ranks_within_5_percent(method):
     r = subprocess.run(
-        [sys.executable, "-m", "fitplan.cli", "validate", "--model", str(CONFIG), "--method", method, "--seq-len", "64",
+        [sys.executable, "-m", "fitplan", "validate", "--model", str(CONFIG), "--method", method, "--seq-len", "64",
          "--batch-size", "2", "--mode", "cpu", "--nproc", "2", "--sharding", "fsdp", "--json"],
         capture_output=True, text=True, timeout=600,
     )
@@ -31,6 +32,6 @@ def test_fsdp2_two_ranks_within_5_percent(method):
 
 
 def test_sharding_without_ranks_is_a_clear_error():
-    r = subprocess.run([sys.executable, "-m", "fitplan.cli", "validate", "--model", str(CONFIG), "--sharding", "fsdp"],
+    r = subprocess.run([sys.executable, "-m", "fitplan", "validate", "--model", str(CONFIG), "--sharding", "fsdp"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip() == "plan: error: --sharding needs --nproc 2 or more"

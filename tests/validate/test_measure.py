@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.torch
 pytest.importorskip("torch")
 pytest.importorskip("peft")
 
@@ -20,7 +21,7 @@ CONFIG = Path(__file__).resolve().parents[2] / "data" / "sweeps" / "configs" / "
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "fitplan.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "fitplan", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_cuda_without_a_gpu_is_a_clear_error():

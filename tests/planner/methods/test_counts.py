@@ -9,6 +9,7 @@ from fitplan.methods import REGISTRY
 from fitplan.methods.lora import target_matrices as lora_target_matrices
 from fitplan.setup import TrainingSetup
 
+pytestmark = pytest.mark.torch
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
