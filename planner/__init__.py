@@ -14,11 +14,14 @@ Python and click do; the validator (``fitplan.validate``) needs the ``validate``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # typing is not imported at run time: the cold start
+
 
 __version__ = "0.2.0"
 
 if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
+
     from fitplan.planning import plan
     from fitplan.request import Request
     from fitplan.result import Plan

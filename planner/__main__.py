@@ -2,6 +2,10 @@
 
 The main job, ``plan --model ... --gpu ...`` with plain ``--option value`` arguments, is parsed here
 from the same option table as the click command (``fitplan.request.OPTIONS``) so that a cold start
+
+TYPE_CHECKING = False  # typing is not imported at run time: the cold start
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
 does not pay for importing click; anything else (a subcommand, ``--help``, ``--version``, an
 ``--option=value``, a repeated or unknown option, a value that is not plainly of its type) goes to
 the click command (``fitplan.cli``), which parses it in full and words its errors. Both paths make
@@ -16,17 +20,21 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from fitplan.errors import PlanError
 
+TYPE_CHECKING = False  # typing is not imported at run time: the cold start
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
+
 # the root command's options beyond the request's: the picture and the JSON view
-_OUTPUT_VALUE = {"--plot": "plot"}
+_OUTPUT_VALUE = {"--plot": "plot", "--format": "format"}
 _OUTPUT_FLAG = {"--json": "json"}
 
 
-def parse_plain(args: Sequence[str]) -> tuple[Any, str | None, bool] | None:
-    """(request, picture path, JSON?) for plain arguments of the main job, or None for click to parse."""
+def parse_plain(args: Sequence[str]) -> tuple[Any, str | None, bool, str | None] | None:
+    """(request, picture path, JSON?, table format) for plain arguments of the main job, or None for
+    click to parse."""
     from fitplan.request import OPTIONS, Request
 
     by_flag: dict[str, tuple[str, str, Any]] = {}
@@ -40,7 +48,7 @@ def parse_plain(args: Sequence[str]) -> tuple[Any, str | None, bool] | None:
         else:
             by_flag[flag] = (o.field, o.kind, None)
     values: dict[str, Any] = {}
-    plot, as_json, seen = None, False, set()
+    plot, as_json, fmt, seen = None, False, None, set()
     i = 0
     while i < len(args):
         arg = args[i]
@@ -55,8 +63,10 @@ def parse_plain(args: Sequence[str]) -> tuple[Any, str | None, bool] | None:
             if i + 1 >= len(args) or args[i + 1].startswith("-"):
                 return None
             text = args[i + 1]
-            if arg in _OUTPUT_VALUE:
+            if arg == "--plot":
                 plot = text
+            elif arg == "--format":
+                fmt = text
             else:
                 field, kind, _ = by_flag[arg]
                 if field in values:
@@ -84,13 +94,23 @@ def parse_plain(args: Sequence[str]) -> tuple[Any, str | None, bool] | None:
         return None                          # a subcommand, --help, --opt=value, a typo: click's
     if "model" not in values:
         return None
-    return Request(**values), plot, as_json
+    return Request(**values), plot, as_json, fmt
 
 
-def execute(request: Any, plot: str | None, as_json: bool) -> None:
+def execute(request: Any, plot: str | None, as_json: bool, fmt: str | None = None) -> None:
     """Plan the request and write its view (and picture)."""
     from fitplan.planning import plan
 
+    if fmt is not None:
+        from fitplan.render import FORMATS
+
+        if fmt.strip().lower() not in FORMATS:
+            from fitplan.errors import unknown_choice
+
+            raise unknown_choice("table format", fmt, FORMATS)
+        fmt = fmt.strip().lower()
+        if as_json:
+            raise PlanError("--json and --format are two views; give one")
     if plot:
         from fitplan.plot import check_path
 
@@ -105,7 +125,7 @@ def execute(request: Any, plot: str | None, as_json: bool) -> None:
     else:
         from fitplan.render import render
 
-        write(render(result))
+        write(render(result, fmt or "text"))
 
 
 def write(text: str) -> None:

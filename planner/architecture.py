@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
 
 from fitplan.errors import PlanError
+from fitplan.frozen import frozen
+
+TYPE_CHECKING = False  # typing is not imported at run time: the cold start
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
 
 # Roles name what a matrix does, across families' module names.
 ATTN_Q, ATTN_K, ATTN_V, ATTN_QKV, ATTN_O = "q", "k", "v", "qkv", "o"
@@ -28,7 +31,7 @@ MLP_GATE, MLP_UP, MLP_GATE_UP, MLP_DOWN = "gate", "up", "gate_up", "down"
 ROUTER, EXPERT_GATE_UP, EXPERT_DOWN = "router", "expert_gate_up", "expert_down"
 
 
-@dataclass(frozen=True)
+@frozen
 class Matrix:
     """One weight matrix of a decoder layer (``copies`` > 1 for fused expert tensors)."""
 
@@ -53,7 +56,7 @@ class Matrix:
         return self.copies * self.out_features if self.bias else 0
 
 
-@dataclass(frozen=True)
+@frozen
 class Norm:
     name: str
     size: int
@@ -65,7 +68,7 @@ class Norm:
         return self.copies * self.size * (2 if self.bias else 1)
 
 
-@dataclass(frozen=True)
+@frozen
 class ModelShape:
     """What a causal LM holds, with the facts of its forward pass that memory depends on."""
 
@@ -103,6 +106,7 @@ class ModelShape:
     shared_eager_mask: bool = True        # eager attention's additive mask is built once and kept for every layer
     attention_kernels: tuple[str, ...] = ("eager", "sdpa", "flash")  # what transformers runs for the family
     legacy_loss: bool = False             # transformers 4 computed this family's loss itself, in the logits' dtype
+    max_positions: int | None = None      # the longest sequence the positions cover (RoPE scaling included)
 
     @property
     def post_mlp_norm(self) -> bool:
@@ -212,6 +216,23 @@ class _Config:
         return value
 
 
+def _max_positions(c: _Config) -> int | None:
+    """The longest sequence a RoPE model's config covers: ``max_position_embeddings``, times the
+    ``rope_scaling`` factor where the config states the original length apart (YaRN and linear
+    scaling leave ``max_position_embeddings`` at the pre-trained length; Llama 3's type already
+    states the extended one)."""
+    n = c.int("max_position_embeddings", "n_positions", "max_sequence_length", default=None)
+    scaling = c.raw.get("rope_scaling") or {}
+    if n is None or not isinstance(scaling, Mapping):
+        return n
+    factor = scaling.get("factor")
+    kind = scaling.get("rope_type") or scaling.get("type")
+    if isinstance(factor, (int, float)) and factor > 1 and kind in ("yarn", "linear", "dynamic") \
+            and not scaling.get("original_max_position_embeddings"):
+        return int(n * factor)
+    return n
+
+
 def _divide(c: _Config, total: int, parts: int, what: str) -> int:
     if total % parts:
         raise PlanError(f"{c.source}: {what}: {total} is not divisible by {parts}")
@@ -293,7 +314,7 @@ def _llama_like(c: _Config, model_type: str) -> dict[str, Any]:
         # Gemma-2 alternates a sliding and a global mask and keeps neither alive outside the layers
         eager_mask_kinds=2 if gemma2 and sliding else 1,
         shared_eager_mask=not gemma2,
-        attention_kernels=("eager",) if gemma2 else ("eager", "sdpa", "flash"),
+        attention_kernels=("eager", "flash") if gemma2 else ("eager", "sdpa", "flash"),  # 5.24: no SDPA with softcapping
     )
 
 
@@ -551,6 +572,7 @@ def shape_from_config(raw: Any, name: str = "config.json") -> ModelShape:
         )
     c = _Config(raw, name)
     fields = FAMILIES[model_type](c, model_type)
+    fields.setdefault("max_positions", fields.get("position_embeddings") or _max_positions(c))
     layers = c.int("num_hidden_layers", "n_layer")
     vocab = c.int("vocab_size")
     return ModelShape(name=name, model_type=model_type, vocab_size=vocab, num_layers=layers, **fields)

@@ -9,8 +9,9 @@ temporaries, other).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from enum import Enum
+
+from fitplan.frozen import asdict, frozen
 
 
 class Category(str, Enum):
@@ -52,7 +53,7 @@ LABELS = {
 }
 
 
-@dataclass(frozen=True)
+@frozen
 class MemoryBreakdown:
     """Bytes live at one moment of a training step, by category. Every field is an int of bytes.
 

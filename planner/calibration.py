@@ -8,7 +8,8 @@ reweighted), so one odd run does not move them. A calibration file (``data/calib
 is small and human-readable and keeps its residuals.
 
 Which calibration applies: the GPU's own (the one whose torch version matches, else the newest),
-else one of the same architecture, else the documented defaults of ``fitplan.memory.overhead``.
+else the documented defaults of ``fitplan.memory.overhead`` with their wider band, said so in the
+output; another GPU's calibration only when asked for (``--calibration FILE``).
 
 Observations come from the validator's ``cuda`` records (allocated, reserved, NVML used, CUDA
 context and the exact tensor peak), or from published tables that report allocated memory beside
@@ -20,22 +21,26 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from pathlib import Path
-from typing import Any
 
 from fitplan.catalog import GPU, data_dir
 from fitplan.errors import PlanError
+from fitplan.frozen import asdict, field, frozen
 from fitplan.memory.overhead import DEFAULT_OVERHEAD, Overhead
+
+TYPE_CHECKING = False  # typing is not imported at run time: the cold start
+if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
+    from typing import Any
 
 SCHEMA = 1
 _FIELDS = {"schema", "gpu", "architecture", "torch", "transformers", "driver", "date", "source", "runs",
            "overhead", "fit", "residuals", "categories_off"}
 
 
-@dataclass(frozen=True)
+@frozen
 class Calibration:
     gpu: str
     architecture: str | None
@@ -46,9 +51,9 @@ class Calibration:
     source: str
     runs: int
     overhead: Overhead
-    fit: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-    residuals: tuple[dict[str, Any], ...] = field(default=(), compare=False, hash=False)
-    categories_off: tuple[dict[str, Any], ...] = field(default=(), compare=False, hash=False)
+    fit: dict[str, Any] = field(default_factory=dict, compare=False)
+    residuals: tuple[dict[str, Any], ...] = field(default=(), compare=False)
+    categories_off: tuple[dict[str, Any], ...] = field(default=(), compare=False)
     path: str | None = None
 
     def describe(self) -> str:
@@ -64,7 +69,7 @@ class Calibration:
         return out
 
 
-def _from_json(raw: Any, path: Path) -> Calibration:
+def _from_json(raw: Any, path: str) -> Calibration:
     if not isinstance(raw, dict):
         raise PlanError(f"calibration {path}: must hold a JSON object")
     schema = raw.get("schema")
@@ -100,18 +105,19 @@ def _from_json(raw: Any, path: Path) -> Calibration:
 
 
 def load_file(path: str | Path) -> Calibration:
-    from fitplan.catalog import _read_json
+    from fitplan.inputs import read_json
 
-    path = Path(path)
-    return _from_json(_read_json(path, "calibration"), path)
+    return _from_json(read_json(os.fspath(path), "calibration"), os.fspath(path))
 
 
 @lru_cache(maxsize=1)
 def shipped() -> tuple[Calibration, ...]:
-    folder = data_dir() / "calibration"
-    if not folder.exists():
+    from fitplan.catalog import _data
+
+    folder = _data("calibration")
+    if not os.path.isdir(folder):
         return ()
-    return tuple(load_file(p) for p in sorted(folder.glob("*.json")))
+    return tuple(load_file(os.path.join(folder, n)) for n in sorted(os.listdir(folder)) if n.endswith(".json"))
 
 
 def _version_key(v: str | None) -> tuple[int, ...]:
@@ -123,22 +129,21 @@ def _version_key(v: str | None) -> tuple[int, ...]:
 
 def pick(gpu: GPU | None, torch_version: str | None = None,
          candidates: Sequence[Calibration] | None = None) -> Calibration | None:
-    """The calibration for ``gpu``: its own (matching torch major.minor if given, else the newest),
-    else the same architecture's; None where none matches (the defaults apply)."""
+    """The calibration measured on ``gpu`` (matching torch major.minor if given, else the newest), or
+    None: the defaults apply. Another GPU's calibration is never applied unasked, even of the same
+    architecture (its CUDA context and allocator figures belong to that card and driver); give it with
+    ``--calibration FILE`` to use it."""
     if gpu is None:
         return None
-    pool = list(shipped() if candidates is None else candidates)
-    for same in ([c for c in pool if c.gpu == gpu.name],
-                 [c for c in pool if c.architecture and c.architecture == gpu.architecture]):
-        if not same:
-            continue
-        if torch_version:
-            want = _version_key(torch_version)
-            exact = [c for c in same if _version_key(c.torch) == want]
-            if exact:
-                same = exact
-        return max(same, key=lambda c: (_version_key(c.torch), c.date))
-    return None
+    same = [c for c in (shipped() if candidates is None else candidates) if c.gpu == gpu.name]
+    if not same:
+        return None
+    if torch_version:
+        want = _version_key(torch_version)
+        exact = [c for c in same if _version_key(c.torch) == want]
+        if exact:
+            same = exact
+    return max(same, key=lambda c: (_version_key(c.torch), c.date))
 
 
 def overhead_for(gpu: GPU | None, torch_version: str | None = None) -> tuple[Overhead, Calibration | None]:
@@ -182,7 +187,7 @@ def huber_line(xs: Sequence[float], ys: Sequence[float], iterations: int = 50) -
     return a, b
 
 
-@dataclass
+@frozen
 class Observation:
     """One measured run: what a tool reported, in bytes (None where it did not)."""
 
@@ -290,6 +295,7 @@ def calibrate(records: Sequence[str], use_reference: bool = False, gpu_name: str
     ``use_reference``, from the published rows; write it to ``out`` (default:
     ``data/calibration/<gpu>-torch<version>.json``). Returns the calibration and where it went."""
     import datetime as dt
+    from pathlib import Path
 
     from fitplan import reference
     from fitplan.catalog import resolve_gpu

@@ -7,51 +7,42 @@ own config file goes through the same reader as a preset.
 
 from __future__ import annotations
 
-import errno
-import json
 import os
-from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
-from typing import Any
 
 from fitplan.architecture import ModelShape, shape_from_config
 from fitplan.errors import PlanError, unknown_choice
+from fitplan.frozen import frozen
+from fitplan.inputs import read_json
+
+TYPE_CHECKING = False  # typing is not imported at run time: the cold start
+if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
+    from typing import Any
 
 
 def data_dir() -> Path:
-    """The installed data folder (package ``fitplan.data``, the repository's ``data/``)."""
+    """The installed data folder (package ``fitplan.data``, the repository's ``data/``), as a Path."""
+    from pathlib import Path
+
+    return Path(_data())
+
+
+def _data(*parts: str) -> str:
+    """A path inside the data folder, as a string (the planner's start does not import pathlib)."""
     import fitplan.data
 
-    return Path(fitplan.data.__file__).parent
+    return os.path.join(os.path.dirname(fitplan.data.__file__), *parts)
 
 
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise PlanError(f"{what} {path}: symbolic link loop") from None
-        reason = exc.strerror or type(exc).__name__
-        raise PlanError(f"{what} {path}: cannot be read ({reason})") from None
-    except UnicodeDecodeError:
-        raise PlanError(f"{what} {path}: not UTF-8 text, so not a JSON file") from None
-    if not text.strip():
-        raise PlanError(f"{what} {path}: the file is empty")
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except ValueError as exc:
-        raise PlanError(f"{what} {path}: not valid JSON ({exc})") from None
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a valid JSON number")
+def _read_json(path: str | os.PathLike, what: str) -> Any:
+    return read_json(os.fspath(path), what)
 
 
 # ---- models -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class ModelEntry:
     """A resolved model: the name shown to the user, where it came from, and its shape."""
 
@@ -64,7 +55,7 @@ class ModelEntry:
 
 @lru_cache(maxsize=1)
 def _model_index() -> dict[str, Any]:
-    path = data_dir() / "models" / "index.json"
+    path = _data("models", "index.json")
     index = _read_json(path, "model index")
     presets, aliases = index.get("presets"), index.get("aliases", {})
     if not isinstance(presets, dict) or not isinstance(aliases, dict):
@@ -90,7 +81,7 @@ def preset_info(name: str) -> dict[str, Any]:
 
 
 def _looks_like_path(text: str) -> bool:
-    return text.endswith(".json") or text.startswith((".", "/", "~")) or os.sep in text and Path(text).exists()
+    return text.endswith(".json") or text.startswith((".", "/", "~")) or os.sep in text and os.path.exists(text)
 
 
 def resolve_model(name_or_path: str) -> ModelEntry:
@@ -105,17 +96,17 @@ def resolve_model(name_or_path: str) -> ModelEntry:
     index = _model_index()
     key = text.lower()
     preset = key if key in index["presets"] else index["aliases"].get(key)
-    if preset is not None and not Path(text).exists():
+    if preset is not None and not os.path.exists(text):
         return load_preset(preset)
-    if _looks_like_path(text) or Path(text).exists():
-        return load_config_path(Path(text).expanduser())
+    if text == "-" or _looks_like_path(text) or os.path.exists(text):
+        return load_config_path(os.path.expanduser(text))
     raise unknown_choice("model", text, index["presets"], limit=60, also_matching=index["aliases"])
 
 
 @lru_cache(maxsize=None)
 def load_preset(name: str) -> ModelEntry:
     info = _model_index()["presets"][name]
-    raw = _read_json(data_dir() / "models" / info["file"], f"preset {name}:")
+    raw = _read_json(_data("models", info["file"]), f"preset {name}:")
     return ModelEntry(
         name=name,
         source="preset",
@@ -125,32 +116,20 @@ def load_preset(name: str) -> ModelEntry:
     )
 
 
-def load_config_path(path: Path) -> ModelEntry:
-    try:
-        if path.is_dir():
-            candidate = path / "config.json"
-            if not candidate.exists():
-                raise PlanError(f"model folder {path} holds no config.json")
-            path = candidate
-        elif not path.exists() and path.is_symlink():
-            try:
-                path.resolve(strict=True)
-            except RuntimeError:
-                raise PlanError(f"model config {path}: symbolic link loop") from None
-            except OSError as exc:
-                if exc.errno == errno.ELOOP:
-                    raise PlanError(f"model config {path}: symbolic link loop") from None
-            raise PlanError(f"model config {path}: a symbolic link to a file that does not exist")
-        elif not path.exists():
-            raise PlanError(f"model config {path}: no such file (and no preset of that name; see `plan models`)")
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise PlanError(f"model config {path}: symbolic link loop") from None
-        raise PlanError(f"model config {path}: cannot be read ({exc.strerror or exc})") from None
-    raw = _read_json(path, "model config")
+def load_config_path(path: str) -> ModelEntry:
+    """A model from the path of a ``config.json`` or of a folder holding one."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        candidate = os.path.join(path, "config.json")
+        if not os.path.exists(candidate):
+            raise PlanError(f"model folder {path} holds no config.json")
+        path = candidate
+    elif not os.path.lexists(path) and path != "-":
+        raise PlanError(f"model config {path}: no such file (and no preset of that name; see `plan models`)")
+    raw = read_json(path, "model config")
     name = raw.get("_name_or_path") if isinstance(raw, dict) else None
-    name = name if isinstance(name, str) and name else str(path)
-    return ModelEntry(name=name, source=str(path), hf_id=None, shape=shape_from_config(raw, str(path)))
+    name = name if isinstance(name, str) and name else path
+    return ModelEntry(name=name, source=path, hf_id=None, shape=shape_from_config(raw, path))
 
 
 # ---- GPUs -------------------------------------------------------------------------------
@@ -184,7 +163,7 @@ _GPU_OPTIONAL = {
 }
 
 
-@dataclass(frozen=True)
+@frozen
 class GPU:
     name: str
     display_name: str
@@ -211,7 +190,7 @@ class GPU:
     price_source: str | None = None
 
 
-def _gpu_from(raw: Any, path: Path) -> GPU:
+def _gpu_from(raw: Any, path: str | os.PathLike) -> GPU:
     if not isinstance(raw, dict):
         raise PlanError(f"GPU file {path}: must hold a JSON object")
     unknown = set(raw) - set(_GPU_FIELDS) - set(_GPU_OPTIONAL)
@@ -231,18 +210,19 @@ def _gpu_from(raw: Any, path: Path) -> GPU:
             raise PlanError(f"GPU file {path}: field {key!r} must be positive")
     if raw["usable_memory_bytes"] > raw["memory_bytes"]:
         raise PlanError(f"GPU file {path}: usable_memory_bytes exceeds memory_bytes")
-    if raw["name"] != path.stem:
+    if raw["name"] != os.path.splitext(os.path.basename(path))[0]:
         raise PlanError(f"GPU file {path}: name {raw['name']!r} does not match the file name")
     return GPU(**{**raw, "sources": tuple(raw["sources"])})
 
 
 @lru_cache(maxsize=1)
 def gpu_catalog() -> dict[str, GPU]:
-    folder = data_dir() / "gpus"
+    folder = _data("gpus")
     out = {}
-    for path in sorted(folder.glob("*.json")):
-        if path.name == "aliases.json":
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(".json") or name == "aliases.json":
             continue
+        path = os.path.join(folder, name)
         gpu = _gpu_from(_read_json(path, "GPU file"), path)
         out[gpu.name] = gpu
     return out
@@ -250,7 +230,7 @@ def gpu_catalog() -> dict[str, GPU]:
 
 @lru_cache(maxsize=1)
 def gpu_aliases() -> dict[str, str]:
-    path = data_dir() / "gpus" / "aliases.json"
+    path = _data("gpus", "aliases.json")
     raw = _read_json(path, "GPU aliases")
     aliases = raw.get("aliases") if isinstance(raw, dict) else None
     if not isinstance(aliases, dict):

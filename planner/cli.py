@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
 
 import click
-
 from fitplan import __version__
 from fitplan.errors import PlanError
 from fitplan.request import OPTIONS, Option, Request
+
+TYPE_CHECKING = False  # typing is not imported at run time: the cold start
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
 
 _TYPES = {"int": int, "float": float, "str": str}
 
@@ -51,15 +53,17 @@ def _request(values: dict[str, Any]) -> Request:
 @_options()
 @click.option("--plot", "plot_path", metavar="FILE", help="Draw the breakdown as stacked bars (.png, .svg or .pdf; needs .[plot]).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, every memory figure in integer bytes.")
+@click.option("--format", "table_format", metavar="F", help="Tables as text (the default), markdown, github or csv "
+              "(csv: the main table alone), to paste elsewhere.")
 @click.version_option(__version__, prog_name="plan")
 @click.pass_context
-def cli(ctx: click.Context, plot_path: str | None, as_json: bool, **values: Any) -> None:
+def cli(ctx: click.Context, plot_path: str | None, as_json: bool, table_format: str | None, **values: Any) -> None:
     """Plan the memory of fine-tuning a language model: `plan --model llama-70b --gpu a100-80`."""
     if ctx.invoked_subcommand is not None:
         return
     from fitplan.__main__ import execute
 
-    execute(_request(values), plot_path, as_json)
+    execute(_request(values), plot_path, as_json, table_format)
 
 
 _VALIDATE_FIELDS = ("model", "method", "lora_rank", "lora_targets", "lora_dropout", "adapter_size", "num_virtual_tokens",

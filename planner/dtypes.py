@@ -5,12 +5,11 @@ Everything is computed in bits and rounded to bytes once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from fitplan.errors import unknown_choice
+from fitplan.frozen import frozen
 
 
-@dataclass(frozen=True)
+@frozen
 class DType:
     name: str
     bits: int

@@ -21,12 +21,11 @@ operations per configuration.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from fitplan.architecture import ModelShape
 from fitplan.breakdown import MemoryBreakdown
 from fitplan.catalog import ModelEntry
 from fitplan.dtypes import nbytes
+from fitplan.frozen import frozen
 from fitplan.memory import activations as act
 from fitplan.memory import logits as lg
 from fitplan.memory import optimizer as opt
@@ -39,13 +38,12 @@ from fitplan.setup import TrainingSetup
 PHASES = ("forward", "backward", "optimizer")
 
 
-@dataclass(frozen=True)
+@frozen
 class Template:
     """The parts of an estimate that do not depend on sequence length or batch size."""
 
     shape: ModelShape
     method: Method
-    overhead: Overhead
     groups: tuple[TensorGroup, ...]   # every tensor of the trained model
     weights: int
     quant_state: int
@@ -88,8 +86,24 @@ class Template:
         b = batch_size
         return (b * s, b * self.shape.num_heads * s * kv, s * kv, b * s * kv, b), s
 
-    def phases(self, seq_len: int, batch_size: int) -> dict[str, list[int]]:
-        """Bytes per category (in CATEGORIES order) for each phase."""
+    def phases(self, seq_len: int, batch_size: int, overhead: Overhead = DEFAULT_OVERHEAD) -> dict[str, list[int]]:
+        """Bytes per category (in CATEGORIES order) for each phase's worst moment; ``overhead`` on a
+        CUDA device."""
+        out: dict[str, list[int]] = {}
+        for phase, parts in self.moments(seq_len, batch_size):
+            if phase not in out or sum(parts) > sum(out[phase]):
+                out[phase] = parts
+        if self.cuda:
+            for parts in out.values():
+                tensors = sum(parts)
+                parts[7] = overhead.device_used(tensors) - tensors
+        return out
+
+    def moments(self, seq_len: int, batch_size: int) -> list[tuple[str, list[int]]]:
+        """Every candidate for a phase's peak, tensors only (the overhead slot 0): the forward at the
+        loss; in backward its start, the top layer's MLP backward or a recomputed layer at either end,
+        and its end; the optimizer step. Sharding and offload change which is the worst, so all are
+        kept."""
         shape = self.shape
         c, s = self.counts(seq_len, batch_size)
         T = c[0]
@@ -110,8 +124,7 @@ class Template:
         fwd_tr += self.forward_held.bytes(*c)
         bwd_tr = self.loss_backward * T * V
         W, Q, G, S = self.weights, self.quant_state, self.gradients, self.optimizer_states
-        forward = [W, Q, 0, S, A, loss, fwd_tr, 0]
-        backward = [W, Q, 0, S, A, loss, bwd_tr, 0]
+        moments = [("forward", [W, Q, 0, S, A, loss, fwd_tr, 0]), ("backward", [W, Q, 0, S, A, loss, bwd_tr, 0])]
         if self.checkpointing:
             # Recomputing one layer: at the last layer (backward's first) only the head's gradients
             # exist beside every checkpointed input; at layer 0 nearly all gradients exist beside one
@@ -130,44 +143,39 @@ class Template:
                  one + tables + min(self.eager_masks, 1) * mask),
             )
             for grads, held in ends:
-                recompute = [W, Q, grads, S, held, 0, later - self.top_freed.bytes(*c) + temps + self.tied_extra, 0]
-                if sum(recompute) > sum(backward):
-                    backward = recompute
+                moments.append(("backward", [W, Q, grads, S, held, 0,
+                                             later - self.top_freed.bytes(*c) + temps + self.tied_extra, 0]))
         else:
             # the top layer's MLP backward: every activation but the head's and the loss's, the
             # head's gradients (a tied head's as a temporary until it is summed into the embedding's)
             held = A - self.head_saved.bytes(*c) - self.top_freed.bytes(*c)
-            top = [W, Q, self.head_gradients + self.top_gradients, S, held, 0,
-                   max(x.bytes(*c) for x in self.layer_temps) + self.tied_extra, 0]
-            if sum(top) > sum(backward):
-                backward = top
-        end = [W, Q, G, S, 0, 0, self.tied_extra, 0]
-        if sum(end) > sum(backward):
-            backward = end
-        optimizer = [W, Q, G, S, 0, 0, self.optimizer_temporaries, 0]
-        out = {"forward": forward, "backward": backward, "optimizer": optimizer}
-        if self.cuda:
-            for parts in out.values():
-                tensors = sum(parts)
-                parts[7] = self.overhead.device_used(tensors) - tensors
-        return out
+            moments.append(("backward", [W, Q, self.head_gradients + self.top_gradients, S, held, 0,
+                                         max(x.bytes(*c) for x in self.layer_temps) + self.tied_extra, 0]))
+        moments.append(("backward", [W, Q, G, S, 0, 0, self.tied_extra, 0]))
+        moments.append(("optimizer", [W, Q, G, S, 0, 0, self.optimizer_temporaries, 0]))
+        return moments
 
-    def peak(self, seq_len: int, batch_size: int) -> int:
-        """Peak bytes per GPU (the search's fast path; equals ``estimate(...).peak_bytes``)."""
-        return max(sum(p) for p in self.phases(seq_len, batch_size).values())
+    def peak(self, seq_len: int, batch_size: int, overhead: Overhead = DEFAULT_OVERHEAD) -> int:
+        """Peak bytes per GPU (the search's fast path; equals ``estimate(...).peak_bytes``: the
+        overhead grows with the tensors, so the worst moment's tensors decide)."""
+        tensors = max(sum(parts) for _, parts in self.moments(seq_len, batch_size))
+        return overhead.device_used(tensors) if self.cuda else tensors
 
 
 _TEMPLATES: dict[tuple, Template] = {}
 
 
-def _key(shape: ModelShape, st: TrainingSetup, overhead: Overhead) -> tuple:
+_SIZES = ("seq_len", "batch_size", "gpus", "assumed")
+
+
+def _key(shape: ModelShape, st: TrainingSetup) -> tuple:
     # everything but the sizes the template is evaluated at
-    return (shape, overhead, st.checkpointing, st.uses_foreach, st.with_(seq_len=1, batch_size=1, gpus=1))
+    return (shape, st.checkpointing, st.uses_foreach, *(getattr(st, n) for n in st._fields if n not in _SIZES))
 
 
-def template(shape: ModelShape, setup: TrainingSetup, overhead: Overhead = DEFAULT_OVERHEAD) -> Template:
+def template(shape: ModelShape, setup: TrainingSetup) -> Template:
     """The cached sequence- and batch-independent part of the estimate for ``shape`` and ``setup``."""
-    key = _key(shape, setup, overhead)
+    key = _key(shape, setup)
     found = _TEMPLATES.get(key)
     if found is not None:
         return found
@@ -204,7 +212,6 @@ def template(shape: ModelShape, setup: TrainingSetup, overhead: Overhead = DEFAU
     t = Template(
         shape=shape,
         method=m,
-        overhead=overhead,
         groups=tuple(groups),
         weights=wt.weights(groups),
         quant_state=wt.quantization_state(groups, setup.double_quant),
@@ -244,7 +251,7 @@ def template(shape: ModelShape, setup: TrainingSetup, overhead: Overhead = DEFAU
     return t
 
 
-@dataclass(frozen=True)
+@frozen
 class Estimate:
     model: ModelEntry
     setup: TrainingSetup
@@ -257,6 +264,7 @@ class Estimate:
     layer_activation_bytes: tuple[int, int]   # layer 0, later layers (without checkpointing)
     overhead: Overhead = DEFAULT_OVERHEAD
     groups: tuple[TensorGroup, ...] = ()       # every tensor of the trained model
+    moments: tuple[tuple[str, MemoryBreakdown], ...] = ()  # every candidate peak, tensors only
 
     @property
     def allocated_bytes(self) -> int:
@@ -296,8 +304,8 @@ def estimate(model: ModelEntry, setup: TrainingSetup, overhead: Overhead = DEFAU
 
     ``overhead``: the framework-overhead quantities (a calibration's, or the documented defaults).
     """
-    t = template(model.shape, setup, overhead)
-    raw = t.phases(setup.seq_len, setup.batch_size)
+    t = template(model.shape, setup)
+    raw = t.phases(setup.seq_len, setup.batch_size, overhead)
     phases = {name: MemoryBreakdown(*raw[name]) for name in PHASES}
     peak_phase = max(PHASES, key=lambda p: phases[p].total)
     c, _ = t.counts(setup.seq_len, setup.batch_size)
@@ -313,4 +321,5 @@ def estimate(model: ModelEntry, setup: TrainingSetup, overhead: Overhead = DEFAU
         layer_activation_bytes=(t.first.bytes(*c), t.later.bytes(*c)),
         overhead=overhead,
         groups=t.groups,
+        moments=tuple((p, MemoryBreakdown(*parts)) for p, parts in t.moments(setup.seq_len, setup.batch_size)),
     )

@@ -33,10 +33,13 @@ optimizers on CUDA are not modelled.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 from fitplan.errors import unknown_choice
+from fitplan.frozen import frozen
+
+TYPE_CHECKING = False  # typing is not imported at run time: the cold start
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
 
 BNB_MIN_8BIT_SIZE = 4096  # bitsandbytes Optimizer8bit min_8bit_size
 BNB_BLOCK = 256           # bitsandbytes blockwise 8-bit state block
@@ -52,7 +55,7 @@ def _adafactor(n: int, b: int, factored: int, cpu: bool) -> int:
     return (factored if factored else n) * b
 
 
-@dataclass(frozen=True)
+@frozen
 class Optimizer:
     """One optimizer: its state law, its step's temporaries and the class the validator makes.
 

@@ -1,21 +1,20 @@
 """plan(): every decision between a request and its answer, in one place.
 
-Resolves the model and the GPU, fills the defaults (and records which were assumed), adjusts what
-the hardware or the architecture forces (with a note saying so), picks the calibration, estimates
-each method with its fit on the GPU, and adds what was asked for: the recommendation, placements
-across GPU counts, suggestions across the catalog, time and cost, the largest batch or sequence.
+Resolves the model and the GPU, fills the defaults (and records which were assumed), refuses every
+combination of options that would otherwise be ignored or silently changed, adjusts what the
+hardware or the architecture forces (with a note saying so), picks the calibration, estimates each
+method with its fit on the GPU, and adds what was asked for: the recommendation, placements across
+GPU counts, suggestions across the catalog, time and cost, the largest batch or sequence.
 The command line and the library call this; views render the ``Plan`` it returns.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from fitplan.calibration import Calibration, load_file, overhead_for
 from fitplan.catalog import GPU, ModelEntry, resolve_gpu, resolve_model
 from fitplan.errors import PlanError, unknown_choice
 from fitplan.estimate import Estimate, estimate
-from fitplan.fit import gpus_needed
+from fitplan.frozen import replace
 from fitplan.memory.overhead import DEFAULT_OVERHEAD, Overhead
 from fitplan.methods import NAMES, REGISTRY, Method
 from fitplan.methods.lora import target_matrices
@@ -23,7 +22,16 @@ from fitplan.optimizers import NAMES as OPTIMIZERS
 from fitplan.request import Request
 from fitplan.result import MethodResult, Plan, Training
 from fitplan.setup import ATTENTIONS, DEVICES, PRECISIONS, QUANTS, TrainingSetup
-from fitplan.sharding import OFFLOADS, STRATEGIES, Placement, per_gpu
+from fitplan.sharding import OFFLOADS, STRATEGIES, Placement, Spread, per_gpu
+
+TYPE_CHECKING = False  # typing is not imported at run time: the cold start
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
+
+# options that only some methods read (the methods say which: Method.options)
+METHOD_OPTIONS = ("lora_rank", "lora_targets", "lora_dropout", "adapter_size", "num_virtual_tokens",
+                  "prefix_projection", "quant", "double_quant", "kbit_upcast")
+FLASH_MIN_CAPABILITY = (8, 0)   # FlashAttention 2: Ampere or newer
 
 
 def plan(request: Request | None = None, /, **options: Any) -> Plan:
@@ -31,7 +39,7 @@ def plan(request: Request | None = None, /, **options: Any) -> Plan:
 
     Takes a ``Request`` or its fields as keyword arguments (the command line's options under their
     field names). Returns the ``Plan``. Raises ``PlanError`` (one line naming the problem and the
-    valid choices) for bad input.
+    valid choices) for bad input, conflicting options included.
     """
     if request is None:
         request = Request.of(**options)
@@ -54,6 +62,10 @@ def _targets(text: str) -> tuple[str, ...]:
     return parts
 
 
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 class _Planner:
     """One request's decisions, taken in order; ``plan()`` returns what they add up to."""
 
@@ -73,11 +85,70 @@ class _Planner:
             return list(REGISTRY.values())
         return [REGISTRY[_choice("method", self.r.method, NAMES)]]
 
+    def _conflicts(self, methods: list[Method]) -> None:
+        """Refuse every option the request gives that nothing would honour."""
+        r = self.r
+        users = {o: [m.name for m in REGISTRY.values() if o in m.options] for o in METHOD_OPTIONS}
+        for option in METHOD_OPTIONS:
+            if r.given(option) and not any(option in m.options for m in methods):
+                raise PlanError(f"{_flag(option)} applies to {', '.join(users[option])}; "
+                                f"--method {methods[0].name} does not use it")
+        suggest = bool(r.value("suggest"))
+        if r.given("mfu") and r.tokens is None:
+            raise PlanError("--mfu sets the utilisation for --tokens; give --tokens N or drop --mfu")
+        if r.tokens is not None and r.gpu is None and not suggest:
+            raise PlanError("--tokens needs --gpu (or --suggest) to turn FLOPs into hours")
+        if suggest and r.value("device") != "cuda":
+            raise PlanError("--suggest ranks the GPU catalog; drop --device cpu")
+        if suggest and (r.value("max_batch") or r.value("max_seq_len")):
+            raise PlanError("--max-batch and --max-seq-len search one GPU; drop --suggest or give --gpu alone")
+        if r.given("calibration") and r.value("device") != "cuda":
+            raise PlanError("--calibration applies to CUDA figures; --device cpu has no allocator to calibrate")
+        if r.given("gpus_per_node") and r.value("gpus") == 1 and r.gpu is None and not suggest:
+            raise PlanError("--gpus-per-node lays GPUs out in nodes; give --gpus N, --gpu or --suggest")
+
+    def _goal(self):
+        from fitplan.recommend import TASKS, Goal
+
+        task = _choice("task", self.r.task, TASKS) if self.r.task is not None else None
+        return Goal(task, self.r.examples, self.r.dataset_tokens, self.r.adapters)
+
+    def _attention(self, model: ModelEntry, gpu: GPU | None) -> str:
+        r, shape = self.r, model.shape
+        attention = _choice("attention implementation", r.value("attention"), ATTENTIONS)
+        if attention not in shape.attention_kernels:
+            if not r.given("attention"):
+                attention = shape.attention_kernels[0]
+                self.notes.append(f"{shape.model_type} runs {attention} attention in transformers 5 (no SDPA path)")
+            else:
+                raise PlanError(f"{shape.model_type} has no {attention} attention path in transformers 5; "
+                                f"use --attention {' or '.join(shape.attention_kernels)}")
+        if attention == "flash" and gpu is not None and gpu.vendor == "nvidia" and gpu.compute_capability:
+            cc = tuple(int(x) for x in gpu.compute_capability.split("."))
+            if cc < FLASH_MIN_CAPABILITY:
+                raise PlanError(f"FlashAttention 2 needs an Ampere or newer GPU (compute capability 8.0); {gpu.name} "
+                                f"is {gpu.architecture} ({gpu.compute_capability}): use --attention sdpa or eager")
+        return attention
+
+    def _sequence(self, model: ModelEntry) -> int:
+        seq, shape = self.r.value("seq_len"), model.shape
+        if not self.r.given("seq_len") and shape.max_positions and seq > shape.max_positions:
+            self.notes.append(f"sequence length {shape.max_positions:,}: the default 2,048 is beyond "
+                              f"{model.name}'s {shape.max_positions:,} positions")
+            return shape.max_positions
+        if isinstance(seq, int) and not isinstance(seq, bool) and shape.max_positions and seq > shape.max_positions:
+            if shape.position_embeddings:
+                raise PlanError(f"{model.name} has {shape.position_embeddings:,} learned positions; --seq-len {seq:,} "
+                                "is longer than it can encode")
+            self.notes.append(f"sequence {seq:,} is beyond {model.name}'s {shape.max_positions:,} positions "
+                              "(max_position_embeddings with its rope_scaling): planned anyway; extend rope_scaling "
+                              "to train at this length")
+        return seq
+
     def _base_setup(self, model: ModelEntry, gpu: GPU | None, methods: list[Method]) -> TrainingSetup:
         r = self.r
         precision = _choice("precision", r.value("precision"), PRECISIONS)
         optimizer = _choice("optimizer", r.value("optimizer"), OPTIMIZERS)
-        attention = _choice("attention implementation", r.value("attention"), ATTENTIONS)
         device = _choice("device", r.value("device"), DEVICES)
         quant = _choice("quantization", r.value("quant"), QUANTS)
         if gpu is not None and device != "cuda":
@@ -88,30 +159,30 @@ class _Planner:
                 self.notes.append(f"{gpu.name} has no bf16: planned in fp16")
             else:
                 raise PlanError(f"{gpu.name} does not support bf16; use --precision fp16, fp16-mixed or fp32")
+        attention = self._attention(model, gpu)
         shape = model.shape
-        if attention not in shape.attention_kernels:
-            if not r.given("attention"):
-                attention = shape.attention_kernels[0]
-                self.notes.append(f"{shape.model_type} runs {attention} attention in transformers 5 (no SDPA path)")
-            else:
-                raise PlanError(f"{shape.model_type} has no {attention} attention path in transformers 5; "
-                                f"use --attention {' or '.join(shape.attention_kernels)}")
         if shape.num_experts and any(m.quantized_base for m in methods):
             self.notes.append("qlora on MoE: transformers 5 keeps the fused 3-D expert weights unquantized "
                               "(prepare_model_for_kbit_training upcasts them to fp32)")
         transformers_major = r.value("transformers")
         if transformers_major not in (4, 5):
             raise PlanError(f"--transformers must be 4 or 5, got {transformers_major}")
+        # checkpointing refused by a method is said on that method's row, not for every method
+        grad_ckpt = r.grad_ckpt
+        first = methods[0]
+        if grad_ckpt and first.checkpointing_refused and len(methods) > 1:
+            first = next((m for m in methods if m.checkpointing_refused is None), first)
         setup = TrainingSetup(
-            method=methods[0], seq_len=r.value("seq_len"), batch_size=r.value("batch_size"), precision=precision,
-            optimizer=optimizer, grad_ckpt=r.grad_ckpt, attention=attention, device=device,
+            method=first, seq_len=self._sequence(model), batch_size=r.value("batch_size"), precision=precision,
+            optimizer=optimizer, grad_ckpt=grad_ckpt, attention=attention, device=device,
             lora_rank=r.value("lora_rank"), lora_targets=_targets(r.value("lora_targets")),
             lora_dropout=float(r.value("lora_dropout")), adapter_size=r.value("adapter_size"),
             num_virtual_tokens=r.value("num_virtual_tokens"), prefix_projection=bool(r.value("prefix_projection")),
             quant=quant, double_quant=bool(r.value("double_quant")), gpus=r.value("gpus"),
             kbit_upcast=bool(r.value("kbit_upcast")), transformers_major=transformers_major, assumed=r.assumed,
         )
-        target_matrices(shape, setup.lora_targets)  # a bad target is bad input for every method
+        if any("lora_targets" in m.options for m in methods):
+            target_matrices(shape, setup.lora_targets)  # a bad target is bad input
         return setup
 
     def _placement(self) -> Placement | None:
@@ -121,9 +192,12 @@ class _Planner:
         gpus, per_node = r.value("gpus"), r.value("gpus_per_node")
         if per_node < 1:
             raise PlanError(f"gpus-per-node must be positive, got {per_node}")
+        if sharding == "ddp" and offload != "none":
+            raise PlanError("DDP keeps everything on the GPU; offloading needs --sharding zero1, zero2, zero3 or fsdp")
         if gpus > 1 or sharding not in ("auto", "none") or offload != "none":
-            strategy = "fsdp" if sharding in ("auto", "none") else sharding
-            return Placement(strategy, gpus, per_node, offload)
+            if sharding == "auto":
+                sharding = "fsdp" if gpus > 1 else "none"
+            return Placement(sharding, gpus, per_node, offload)
         return None
 
     def _calibration(self, gpu: GPU | None) -> tuple[Overhead, Calibration | None]:
@@ -136,20 +210,35 @@ class _Planner:
         return overhead_for(gpu)
 
     # ---- per method ------------------------------------------------------------------------
-    def _result(self, model: ModelEntry, setup: TrainingSetup, gpu: GPU | None, overhead: Overhead,
+    def _result(self, model: ModelEntry, base: TrainingSetup, m: Method, gpu: GPU | None, overhead: Overhead,
                 placement: Placement | None) -> MethodResult:
         try:
+            setup = base.with_(method=m)
             est = estimate(model, setup, overhead)
         except PlanError as exc:
-            return MethodResult(setup.method, None, error=str(exc))
-        spread = per_gpu(est, placement) if placement is not None and placement.gpus > 1 else None
-        fits = needed = sharding = None
-        if gpu is not None:
-            peak = spread.peak_bytes if spread is not None else est.peak_bytes
-            fits = peak <= gpu.usable_memory_bytes
-            needed = gpus_needed(est, gpu)
-            sharding = "none" if needed == 1 else "fsdp"
-        return MethodResult(setup.method, est, spread=spread, fits=fits, gpus_needed=needed, sharding=sharding)
+            return MethodResult(m, None, error=str(exc))
+        spread = per_gpu(est, placement) if placement is not None and (placement.gpus > 1 or placement.offload != "none") \
+            else None
+        if gpu is None:
+            return MethodResult(m, est, spread=spread)
+        peak = spread.peak_bytes if spread is not None else est.peak_bytes
+        budget = gpu.usable_memory_bytes
+        per_node = self.r.value("gpus_per_node")
+        found = Spread(est, "fsdp", "none", per_node).fewest(budget, lo=1) if est.peak_bytes > budget else None
+        needed = 1 if est.peak_bytes <= budget else (found.placement.gpus if found else None)
+        without, with_ckpt = needed, False
+        if needed != 1 and self.r.grad_ckpt is None and not setup.checkpointing and m.checkpointing_refused is None:
+            ckpt = estimate(model, setup.with_(grad_ckpt=True), overhead)
+            if ckpt.peak_bytes <= budget:
+                n = 1
+            else:
+                f = Spread(ckpt, "fsdp", "none", per_node).fewest(budget, lo=1)
+                n = f.placement.gpus if f else None
+            if n is not None and (needed is None or n < needed):
+                needed, with_ckpt = n, True
+        return MethodResult(m, est, spread=spread, fits=peak <= budget, gpus_needed=needed,
+                            sharding="none" if needed == 1 else "fsdp", gpus_needed_checkpointing=with_ckpt,
+                            gpus_needed_without_checkpointing=without)
 
     # ---- the whole answer ------------------------------------------------------------------
     def plan(self) -> Plan:
@@ -157,6 +246,8 @@ class _Planner:
         model = self._model()
         gpu = resolve_gpu(r.gpu) if r.gpu else None
         methods = self._methods()
+        self._conflicts(methods)
+        goal = self._goal()
         base = self._base_setup(model, gpu, methods)
         placement = self._placement()
         tokens, mfu = r.tokens, float(r.value("mfu"))
@@ -168,18 +259,21 @@ class _Planner:
         if (r.value("max_batch") or r.value("max_seq_len")) and (gpu is None or not single):
             raise PlanError("--max-batch and --max-seq-len need --gpu and --method")
         overhead, cal = self._calibration(gpu)
-        results = {m.name: self._result(model, base.with_(method=m), gpu, overhead, placement) for m in methods}
+        results = {m.name: self._result(model, base, m, gpu, overhead, placement) for m in methods}
         if all(x.estimate is None for x in results.values()):
             raise PlanError(next(iter(results.values())).error)
         rec = None
-        if gpu is not None and not single:
+        kwargs: dict[str, Any] = {}
+        if gpu is not None and not single and not r.value("suggest"):
             from fitplan.recommend import recommend
 
-            rec = recommend(model, base, gpu, overhead)
-            results = {k: _replace(v, recommended=k == rec.method) for k, v in results.items()}
-        kwargs: dict[str, Any] = {}
+            given = {k for k in ("grad_ckpt", "optimizer", "lora_rank", "lora_targets") if r.given(k)}
+            rec = recommend(model, base, gpu, overhead, goal, given)
+            results = {k: replace(v, recommended=k == rec.method) for k, v in results.items()}
+            if tokens and rec.estimate is not None:
+                kwargs["training"] = self._training(model, rec.estimate.setup, gpu, rec.gpus or 1, tokens, mfu)
         if r.value("suggest"):
-            kwargs["suggestions"] = self._suggestions(model, base, methods, tokens, mfu)
+            kwargs["suggestions"] = self._suggestions(model, base, methods, gpu, placement, tokens, mfu)
         first = next(x for x in results.values() if x.estimate is not None)
         if single and gpu is not None and not r.value("suggest"):
             kwargs.update(self._placements(model, first, gpu, placement, overhead, tokens, mfu))
@@ -189,24 +283,33 @@ class _Planner:
             found = {}
             for flag, name in (("max_batch", "batch_size"), ("max_seq_len", "seq_len")):
                 if r.value(flag):
-                    found[name] = largest(model, first.estimate.setup, gpu.usable_memory_bytes, name, overhead)
+                    found[name] = largest(model, first.estimate.setup, gpu.usable_memory_bytes, name, overhead,
+                                          placement)
             kwargs["largest"] = found
         return Plan(request=r, model=model, gpu=gpu, setup=first.estimate.setup, assumed=r.assumed,
                     notes=tuple(self.notes), calibration=cal, methods=results, single=single, recommendation=rec,
-                    gpus_per_node=r.value("gpus_per_node"), **kwargs)
+                    gpus_per_node=r.value("gpus_per_node"), goal=goal, placement=placement, **kwargs)
 
-    def _suggestions(self, model, base, methods, tokens, mfu):
+    def _training(self, model: ModelEntry, setup: TrainingSetup, gpu: GPU, n: int, tokens: int, mfu: float) -> Training:
+        from fitplan.suggest import training_time_hours
+
+        hours = training_time_hours(model, setup, gpu, n, tokens, mfu)
+        cost = None if hours is None or gpu.price_usd_per_hour is None else hours * n * gpu.price_usd_per_hour
+        return Training(tokens, n, mfu, hours, cost)
+
+    def _suggestions(self, model, base, methods, gpu, placement, tokens, mfu):
         from fitplan.catalog import gpu_catalog
         from fitplan.suggest import suggest
 
         target = base.with_(method=methods[0] if self.r.method is not None else "lora")
-        overheads = {g.name: overhead_for(g)[0] for g in gpu_catalog().values()}
-        return tuple(suggest(model, target, overheads, tokens, mfu, self.r.value("gpus_per_node")))
+        pool = [gpu] if gpu is not None else list(gpu_catalog().values())
+        fixed = placement if (self.r.given("gpus") or self.r.given("sharding") or self.r.given("offload")) else None
+        return tuple(suggest(model, target, pool, tokens, mfu, self.r.value("gpus_per_node"), fixed=fixed,
+                             calibration=self.r.calibration))
 
     def _placements(self, model: ModelEntry, first: MethodResult, gpu: GPU, placement: Placement | None,
                     overhead: Overhead, tokens: int | None, mfu: float) -> dict[str, Any]:
         from fitplan.sharding import options
-        from fitplan.suggest import training_time_hours
 
         est: Estimate = first.estimate
         per_node = self.r.value("gpus_per_node")
@@ -222,13 +325,5 @@ class _Planner:
                                "placements_note": note}
         if tokens:
             n = placement.gpus if placement else (found[0].placement.gpus if found else 1)
-            hours = training_time_hours(model, est.setup, gpu, n, tokens, mfu)
-            cost = None if hours is None or gpu.price_usd_per_hour is None else hours * n * gpu.price_usd_per_hour
-            out["training"] = Training(tokens, n, mfu, hours, cost)
+            out["training"] = self._training(model, est.setup, gpu, n, tokens, mfu)
         return out
-
-
-def _replace(result: MethodResult, **changes: Any) -> MethodResult:
-    from dataclasses import replace
-
-    return replace(result, **changes)

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from fitplan.breakdown import CATEGORIES as STACK
 from fitplan.errors import PlanError
 from fitplan.units import GIB, MIB
+
+TYPE_CHECKING = False  # typing is not imported at run time: the cold start
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
 
 LABELS = {"weights": "weights", "quantization_state": "quantization state", "gradients": "gradients",
           "optimizer_states": "optimizer states", "activations": "activations", "logits_loss": "logits / loss",
@@ -57,7 +60,7 @@ def breakdown_chart(bars: Sequence[tuple[str, dict[str, int]]], title: str, limi
         ax.axhline(limit_bytes / GIB, color="black", linestyle="--", linewidth=1)
         ax.text(len(bars) - 0.5, limit_bytes / GIB, f" {limit_label}", va="bottom", ha="right", fontsize=8)
     ax.set_xticks(list(x))
-    ax.set_xticklabels([label for label, _ in bars], rotation=20, ha="right")
+    ax.set_xticklabels([label for label, _ in bars], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("GiB (2**30 bytes) per GPU")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -82,7 +85,8 @@ def plan_chart(plan: Any, path: str | Path) -> Path:
                 bars.append((label, o.per_gpu.parts()))
         title = f"{plan.model.name}, {plan.method.method.title}: memory per GPU"
     else:
-        bars = [(r.method.name, r.estimate.peak.parts()) for r in plan.methods.values() if r.estimate is not None]
+        bars = [(("★ " if r.recommended else "") + r.method.name, r.estimate.peak.parts())
+                for r in plan.methods.values() if r.estimate is not None]
         title = f"{plan.model.name}: peak memory per GPU by method"
     limit = gpu.usable_memory_bytes if gpu else None
     return breakdown_chart(bars, title, limit, f"{gpu.name} usable" if gpu else None, path)

@@ -23,7 +23,10 @@ import datetime as dt
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not imported at run time: the cold start
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
 
 SCHEMA = 1
 

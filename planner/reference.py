@@ -19,17 +19,20 @@ from __future__ import annotations
 import csv
 import re
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from fitplan.calibration import Observation, overhead_for
 from fitplan.catalog import ModelEntry, data_dir, resolve_gpu, resolve_model
 from fitplan.estimate import estimate
-from fitplan.sharding import Placement, per_gpu
+from fitplan.frozen import frozen
 from fitplan.methods import REGISTRY
 from fitplan.setup import TrainingSetup
+from fitplan.sharding import Placement, per_gpu
 from fitplan.units import GIB
+
+TYPE_CHECKING = False  # typing is not imported at run time: the cold start
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
 MODELS = {
     "Llama-3.2-3B": "llama-3.2-3b",
     "bigcode/gpt_bigcode-santacoder": "santacoder",
@@ -42,7 +45,7 @@ EXPRESSIBLE = {"full": "full", "lora": "lora", "qlora": "qlora", "prefix_tuning"
                "prompt_tuning": "prompt", "p_tuning": "ptuning"}
 
 
-@dataclass(frozen=True)
+@frozen
 class Comparison:
     id: str
     source: str
@@ -177,7 +180,7 @@ def observations(path: str | Path | None = None, single_gpu_only: bool = True) -
     return out
 
 
-@dataclass(frozen=True)
+@frozen
 class Report:
     """Every expressible row beside the planner, and the rows it cannot express with their reasons."""
 

@@ -5,22 +5,42 @@ Bytes stay ints until here; tables print GiB (2**30 bytes) with one decimal and 
 
 from __future__ import annotations
 
-from typing import Any
-
 from fitplan.breakdown import CATEGORIES, LABELS
 from fitplan.catalog import GPU, ModelEntry
-from fitplan.estimate import PHASES, Estimate
+from fitplan.estimate import PHASES
 from fitplan.request import ASSUMED
 from fitplan.result import MethodResult, Plan
 from fitplan.units import MIB, count, gib
 
+TYPE_CHECKING = False  # typing is not imported at run time: the cold start
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
 
-def tabulate(rows: list[list[Any]], headers: list[str]) -> str:
-    """A plain text table: left-aligned columns, a dashed rule under the headers.
 
-    (Written here rather than imported: tabulate 0.10 pulls in importlib.metadata, a quarter of the
-    planner's cold-start budget.)
+FORMATS = ("text", "markdown", "github", "csv")
+
+
+def tabulate(rows: list[list[Any]], headers: list[str], fmt: str = "text") -> str:
+    """A table: plain text (left-aligned columns, a dashed rule under the headers), or Markdown,
+    GitHub Markdown or CSV for pasting elsewhere.
+
+    The plain table is written here: the tabulate library (which draws the others) imports
+    importlib.metadata, a quarter of the planner's cold-start budget, so it is imported only when a
+    pasteable table is asked for.
     """
+    if fmt == "csv":
+        import csv
+        import io
+
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerows([headers, *([_unstyle(str(c)) for c in r] for r in rows)])
+        return out.getvalue().rstrip("\n")
+    if fmt in ("markdown", "github"):
+        import tabulate as library
+
+        clean = [[_unstyle(str(c)) for c in r] for r in rows]
+        return library.tabulate(clean, headers, tablefmt="pipe" if fmt == "markdown" else "github",
+                                disable_numparse=True)
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
     # pad by the visible width: ANSI colour codes take no room on the screen
     widths = [max(len(_unstyle(r[i])) for r in cells) for i in range(len(headers))]
@@ -54,7 +74,8 @@ def setup_line(plan: Plan) -> str:
         ckpt = "off (on for qlora, as peft's prepare_model_for_kbit_training does)"
     else:
         ckpt = "on" if st.grad_ckpt else "off"
-    gpus = f", {st.gpus} GPUs with fully sharded states" if st.gpus > 1 else ""
+    p = plan.placement
+    gpus = f", {p.gpus} GPU{'s' if p.gpus > 1 else ''}: {p.describe()}" if p is not None else ""
     return (
         f"Setup: seq {st.seq_len}, batch {st.batch_size}, {st.precision}, {st.optimizer}, attention {st.attention} "
         f"({st.device}), gradient checkpointing {ckpt}{gpus}"
@@ -69,16 +90,24 @@ def _styled() -> bool:
     return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
 
-def fit_cell(fits: bool, needs: int | None) -> str:
-    text = "✓" if fits else (f"needs {needs}" if needs else "✗")
+def fit_cell(fits: bool, needs: int | None, with_ckpt: bool = False) -> str:
+    """✓, ✓ with ckpt (fits one GPU once checkpointing is on), needs N [(ckpt)], or ✗ (no count)."""
+    if fits:
+        text = "✓"
+    elif needs == 1:
+        text = "✓ with ckpt"
+    elif needs:
+        text = f"needs {needs}" + (" (ckpt)" if with_ckpt else "")
+    else:
+        text = "✗"
     if not _styled():
         return text
     import click
 
-    return click.style(text, fg="green" if fits else ("yellow" if needs else "red"))
+    return click.style(text, fg="green" if fits or needs == 1 else ("yellow" if needs else "red"))
 
 
-def plan_table(results: list[MethodResult], gpu: GPU | None) -> str:
+def plan_table(results: list[MethodResult], gpu: GPU | None, fmt: str = "text") -> str:
     headers = ["method", "trainable", "weights", "quant", "grads", "optim", "activ", "logits", "temps", "overhead",
                "peak/GPU", "saves"]
     if gpu is not None:
@@ -98,21 +127,21 @@ def plan_table(results: list[MethodResult], gpu: GPU | None) -> str:
             gib(r.peak_bytes_per_gpu), gib(est.saved_file_bytes),
         ]
         if gpu is not None:
-            line.append(fit_cell(r.fits, r.gpus_needed))
+            line.append(fit_cell(r.fits, r.gpus_needed, r.gpus_needed_checkpointing))
         table.append(line)
-    return tabulate(table, headers)
+    return tabulate(table, headers, fmt)
 
 
-def phase_table(est: Estimate) -> str:
+def phase_table(phases: dict[str, Any], peak_phase: str, fmt: str = "text") -> str:
     rows = []
     for c in CATEGORIES:
-        rows.append([LABELS[c], *(gib(getattr(est.phases[p], c)) for p in PHASES)])
-    rows.append(["total", *(gib(est.phases[p].total) for p in PHASES)])
-    headers = ["GiB", *(p + (" (peak)" if p == est.peak_phase else "") for p in PHASES)]
-    return tabulate(rows, headers)
+        rows.append([LABELS[c], *(gib(getattr(phases[p], c)) for p in PHASES)])
+    rows.append(["total", *(gib(phases[p].total) for p in PHASES)])
+    headers = ["GiB", *(p + (" (peak)" if p == peak_phase else "") for p in PHASES)]
+    return tabulate(rows, headers, fmt)
 
 
-def _suggestions(plan: Plan) -> list[str]:
+def _suggestions(plan: Plan, fmt: str = "text") -> list[str]:
     tokens = plan.request.tokens
     how = "cost to finish" if tokens else "indicative price per hour"
     lines = ["", f"GPU configurations that hold the step, cheapest {how} first (prices: on-demand, indicative, per "
@@ -120,24 +149,32 @@ def _suggestions(plan: Plan) -> list[str]:
     table = []
     for x in plan.suggestions:
         p = x.result.placement
-        row = [x.gpu.name, p.gpus, p.nodes, p.strategy, p.offload, "on" if x.setup.checkpointing else "off",
-               gib(x.result.peak_bytes), f"{100 * x.headroom_fraction:.0f}%",
+        row = [("" if x.practical else "! ") + x.gpu.name, p.gpus, p.nodes, p.strategy, p.offload,
+               "on" if x.setup.checkpointing else "off", gib(x.result.peak_bytes), f"{100 * x.headroom_fraction:.0f}%",
+               f"±{100 * x.band_fraction:.0f}%" + ("" if x.calibrated else " (uncalibrated)"),
                "-" if x.price_per_hour is None else f"${x.price_per_hour:,.2f} ({x.gpu.price_date})"]
         if tokens:
             row += ["-" if x.hours is None else f"{x.hours:,.1f}", "-" if x.cost is None else f"${x.cost:,.0f}"]
         table.append(row)
-    headers = ["gpu", "GPUs", "nodes", "sharding", "offload", "ckpt", "GiB/GPU", "headroom", "$/h all GPUs"]
+    headers = ["gpu", "GPUs", "nodes", "sharding", "offload", "ckpt", "GiB/GPU", "headroom", "band", "$/h all GPUs"]
     if tokens:
         headers += ["hours", "cost"]
-    lines.append(tabulate(table, headers))
+    lines.append(tabulate(table, headers, fmt))
+    odd = [x for x in plan.suggestions if not x.practical]
+    if odd:
+        lines.append("! listed last, rarely worth building: " + "; ".join(x.why_not for x in odd))
+    if not plan.suggestions:
+        lines.append("No GPU of the catalog holds this step with its band to spare.")
     if tokens:
         lines.append(f"Time: tokens x FLOPs per token (6 x parameters for full fine-tuning, 4 x with a frozen base, "
                      f"+2 x with checkpointing) at {100 * plan.request.value('mfu'):.0f}% of each GPU's bf16 peak.")
     return lines
 
 
-def render(plan: Plan) -> str:
-    """The whole text answer."""
+def render(plan: Plan, fmt: str = "text") -> str:
+    """The whole text answer, its tables in ``fmt``; with ``csv``, the main table alone."""
+    if fmt == "csv":
+        return primary_csv(plan)
     gpu, model = plan.gpu, plan.model
     out = [model_line(model)]
     if gpu is not None:
@@ -146,7 +183,7 @@ def render(plan: Plan) -> str:
     results = list(plan.methods.values())
     if not plan.single:
         out.append("Peak memory per GPU, GiB (2**30 bytes), by component at each method's peak phase:")
-        out.append(plan_table(results, gpu))
+        out.append(plan_table(results, gpu, fmt))
         if plan.setup.gpus > 1:
             out.append(f"(components are one unsharded replica's; peak/GPU shards weights, gradients and "
                        f"optimizer states over {plan.setup.gpus} GPUs)")
@@ -155,16 +192,38 @@ def render(plan: Plan) -> str:
         est = r.estimate
         out.append(f"{est.method.title}: {est.trainable_params:,} trainable parameters ({est.trainable_percent:.3f}%), "
                    f"saves {est.saved_file_bytes / MIB:,.1f} MiB ({est.method.saved_kind})")
-        out.append("Memory by training phase, GiB (2**30 bytes):")
-        out.append(phase_table(est))
+        spread = r.spread
+        if spread is None:
+            out.append("Memory by training phase, GiB (2**30 bytes):")
+            out.append(phase_table(est.phases, est.peak_phase, fmt))
+            tensors = est.peak.tensors
+        else:
+            p = spread.placement
+            out.append(f"Memory per GPU by training phase on {p.gpus} GPU{'s' if p.gpus > 1 else ''} ({p.describe()}), "
+                       "GiB (2**30 bytes):")
+            out.append(phase_table(spread.phases, spread.phase, fmt))
+            if spread.host_bytes_per_node:
+                out.append(f"Host memory: {gib(spread.host_bytes_per_node)} GiB per node")
+            tensors = spread.per_gpu.tensors
         if est.setup.device == "cuda":
-            out.append(f"What the tools will say at the peak: allocated {gib(est.allocated_bytes)} GiB "
-                       f"(torch.cuda.max_memory_allocated), reserved {gib(est.reserved_bytes)} GiB, "
-                       f"device used {gib(est.device_used_bytes)} ± {gib(est.band_bytes)} GiB (nvidia-smi)")
+            o = est.overhead
+            used = o.device_used(tensors)
+            out.append(f"What the tools will say at the peak{' per GPU' if spread else ''}: allocated "
+                       f"{gib(o.allocated(tensors))} GiB (torch.cuda.max_memory_allocated), reserved "
+                       f"{gib(o.reserved(tensors))} GiB, device used {gib(used)} ± {gib(int(used * o.band_fraction))} "
+                       "GiB (nvidia-smi)")
         if gpu is not None:
             n = r.gpus_needed
-            verdict = "fits" if r.fits else (f"needs {n} GPUs (FSDP full shard)" if n else "does not fit at any GPU count")
-            out.append(f"On {gpu.name}: peak {gib(est.peak_bytes)} GiB of {gib(gpu.usable_memory_bytes)} GiB usable: {verdict}")
+            if r.fits:
+                verdict = "fits"
+            elif n:
+                verdict = f"needs {n} GPUs (FSDP full shard" + (", with gradient checkpointing)" if
+                                                                r.gpus_needed_checkpointing else ")")
+            else:
+                verdict = "does not fit at any GPU count"
+            what = "peak per GPU" if spread else "peak"
+            out.append(f"On {gpu.name}: {what} {gib(r.peak_bytes_per_gpu)} GiB of {gib(gpu.usable_memory_bytes)} GiB "
+                       f"usable: {verdict}")
     for r in results:
         if r.estimate is None:
             out.append(f"  {r.method.name}: not estimated: {r.error}")
@@ -172,9 +231,14 @@ def render(plan: Plan) -> str:
         out.append("")
         out.append(f"Across {gpu.name} GPUs ({plan.gpus_per_node} per node), the fewest that hold the step for each "
                    f"sharding{plan.placements_note}:")
-        out.append(tabulate([[o.placement.strategy, o.placement.offload, o.placement.gpus, o.placement.nodes,
-                              gib(o.peak_bytes), gib(o.host_bytes_per_node), o.phase] for o in plan.placements],
-                            ["sharding", "offload", "GPUs", "nodes", "GiB per GPU", "host GiB per node", "peak phase"]))
+        rows: dict[tuple, list[str]] = {}
+        for o in plan.placements:   # zero3 and fsdp hold the same bytes: one row
+            key = (o.placement.offload, o.placement.gpus, o.placement.nodes, gib(o.peak_bytes),
+                   gib(o.host_bytes_per_node), o.phase)
+            rows.setdefault(key, []).append(o.placement.strategy)
+        out.append(tabulate([[" / ".join(names), *key] for key, names in rows.items()],
+                            ["sharding", "offload", "GPUs", "nodes", "GiB per GPU", "host GiB per node", "peak phase"],
+                            fmt))
     elif plan.placements is not None and not plan.method.fits:
         out.append(f"No sharding or offload holds this step on {gpu.name} at any count up to 4096 GPUs: the "
                    "activations are not sharded; enable --grad-ckpt, shorten the sequence or lower the batch.")
@@ -190,20 +254,27 @@ def render(plan: Plan) -> str:
         else:
             out.append(f"Largest {what} that fits one {gpu.name}: {value:,} (the next one up does not fit)")
     if plan.suggestions is not None:
-        out += _suggestions(plan)
+        out += _suggestions(plan, fmt)
     rec = plan.recommendation
     if rec is not None:
         out.append("")
-        out.append(f"Recommended: {rec.method}" + (f" r={rec.lora_rank}" if rec.lora_rank else "") + f" ({rec.reason})")
+        if rec.method == "none":
+            out.append(f"Recommended: no fine-tuning ({rec.reason})")
+        else:
+            out.append(f"Recommended: {rec.method}" + (f" r={rec.lora_rank}" if rec.lora_rank else "")
+                       + f" ({rec.reason})")
+        if rec.rules:
+            out.append("  why this method: " + "; ".join(rec.rules) + " [" + ", ".join(rec.sources) + "]")
     if plan.setup.device == "cuda" and (gpu is not None or plan.calibration is not None):
         if plan.calibration is not None:
             out.append(f"Calibration: {plan.calibration.describe()}")
         else:
-            out.append(f"Calibration: none matches {gpu.name} or its architecture ({gpu.architecture}); documented "
-                       "defaults (CUDA context 512 MiB, allocator reserve 5%)")
+            where = f"measured on {gpu.name}" if gpu is not None else "given"
+            out.append(f"Calibration: none {where}; documented defaults (CUDA context 512 MiB, allocator reserve 5%), "
+                       "band ±10% (uncalibrated)")
     for note in plan.notes:
         out.append(f"Note: {note}")
-    if rec is not None:
+    if rec is not None and rec.method != "none":
         out.append("* the recommended method")
     if plan.assumed:
         out.append("Assumed, not chosen (change with the option named):")
@@ -211,3 +282,14 @@ def render(plan: Plan) -> str:
             words, option = ASSUMED[k]
             out.append(f"  [{i}] {words} {getattr(plan.setup, k)} ({option})")
     return "\n".join(out)
+
+
+def primary_csv(plan: Plan) -> str:
+    """The answer's main table as CSV: the suggestions, else one method's phases, else the methods."""
+    if plan.suggestions is not None:
+        return _suggestions(plan, "csv")[2]
+    if plan.single:
+        r = plan.method
+        phases, peak = (r.spread.phases, r.spread.phase) if r.spread is not None else (r.phases, r.estimate.peak_phase)
+        return phase_table(phases, peak, "csv")
+    return plan_table(list(plan.methods.values()), plan.gpu, "csv")

@@ -8,10 +8,12 @@ that the command line is built from this one table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
-
 from fitplan.errors import PlanError
+from fitplan.frozen import fields, frozen
+
+TYPE_CHECKING = False  # typing is not imported at run time: the cold start
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
 
 DEFAULTS: dict[str, Any] = {
     "method": None,              # every method of the short table
@@ -41,7 +43,11 @@ DEFAULTS: dict[str, Any] = {
     "max_seq_len": False,
     "tokens": None,
     "mfu": 0.40,
-    "calibration": None,         # the one matching the GPU
+    "calibration": None,         # the GPU's own
+    "task": None,                # moderate
+    "examples": None,
+    "dataset_tokens": None,
+    "adapters": None,            # one task
 }
 
 # defaults that the output lists as assumed when the user did not choose them: (words, option)
@@ -54,7 +60,7 @@ ASSUMED: dict[str, tuple[str, str]] = {
 }
 
 
-@dataclass(frozen=True)
+@frozen
 class Option:
     """One field as the command line shows it."""
 
@@ -99,11 +105,17 @@ OPTIONS: tuple[Option, ...] = (
     Option("tokens", "int", "Tokens to train on: adds time and cost estimates.", "N"),
     Option("mfu", "float", "Share of the GPU's bf16 peak reached, for --tokens [default: 0.40].", "F"),
     Option("calibration", "str", "A calibration file to apply, or 'none' for the defaults [default: the one "
-                                 "matching --gpu].", "FILE|none"),
+                                 "measured on --gpu].", "FILE|none"),
+    Option("task", "str", "What the fine-tuning must learn: simple (format, style, classification), moderate "
+                          "(instructions in a known domain) or complex (a distant domain: code, mathematics, a new "
+                          "language) [default: moderate].", "T"),
+    Option("examples", "int", "Training examples you have (under 100: prompt instead).", "N"),
+    Option("dataset_tokens", "int", "Tokens in the training data (sets the LoRA rank the evidence points to).", "N"),
+    Option("adapters", "int", "Tasks one base model must serve (several: one LoRA adapter each).", "N"),
 )
 
 
-@dataclass(frozen=True)
+@frozen
 class Request:
     """Every option of a plan. None means "not given": the default applies (``DEFAULTS``).
 
@@ -142,11 +154,15 @@ class Request:
     tokens: int | None = None
     mfu: float | None = None
     calibration: str | None = None
+    task: str | None = None
+    examples: int | None = None
+    dataset_tokens: int | None = None
+    adapters: int | None = None
 
     @classmethod
     def of(cls, **options: Any) -> Request:
         """A request from keyword arguments; an unknown keyword is bad input naming the valid ones."""
-        names = {f.name for f in fields(cls)}
+        names = set(fields(cls))
         unknown = sorted(set(options) - names)
         if unknown:
             raise PlanError(f"unknown option(s) {', '.join(unknown)}. Valid: {', '.join(sorted(names))}")
@@ -168,4 +184,4 @@ class Request:
 
     def to_dict(self) -> dict[str, Any]:
         """The options as given (None where not given)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in fields(self)}

@@ -8,14 +8,13 @@ agrees with the numbers beside it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+import os
 
 from fitplan.breakdown import MemoryBreakdown
 from fitplan.calibration import Calibration
 from fitplan.catalog import GPU, ModelEntry
 from fitplan.estimate import PHASES, Estimate
+from fitplan.frozen import frozen
 from fitplan.methods import Method
 from fitplan.recommend import Recommendation
 from fitplan.request import Request
@@ -23,8 +22,12 @@ from fitplan.setup import TrainingSetup
 from fitplan.sharding import ShardedPeak
 from fitplan.suggest import Suggestion
 
+TYPE_CHECKING = False  # typing is not imported at run time: the cold start
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
 
-@dataclass(frozen=True)
+
+@frozen
 class MethodResult:
     """One method's answer: its estimate (or why there is none), and how it fits the GPU."""
 
@@ -36,6 +39,8 @@ class MethodResult:
     gpus_needed: int | None = None        # with a GPU: the fewest that hold the step (None: no count)
     sharding: str | None = None
     recommended: bool = False
+    gpus_needed_checkpointing: bool = False           # the count needs checkpointing the user did not choose
+    gpus_needed_without_checkpointing: int | None = None
 
     @property
     def peak_bytes(self) -> int:
@@ -48,7 +53,8 @@ class MethodResult:
 
     @property
     def phases(self) -> dict[str, MemoryBreakdown]:
-        return self.estimate.phases
+        """Bytes by category of each phase, per GPU where the step is spread."""
+        return self.spread.phases if self.spread is not None else self.estimate.phases
 
     def to_dict(self) -> dict[str, Any]:
         m = self.method
@@ -83,9 +89,14 @@ class MethodResult:
             row["sharding"] = self.spread.placement.strategy
             row["offload"] = self.spread.placement.offload
             row["host_bytes_per_node"] = self.spread.host_bytes_per_node
+        if self.spread is not None:
+            row["phases_per_gpu"] = {p: b.to_dict() for p, b in self.spread.phases.items()}
+            row["peak_phase_per_gpu"] = self.spread.phase
         if self.fits is not None:
             row["fits"] = self.fits
             row["gpus_needed"] = self.gpus_needed
+            row["gpus_needed_checkpointing"] = self.gpus_needed_checkpointing
+            row["gpus_needed_without_checkpointing"] = self.gpus_needed_without_checkpointing
             row.setdefault("sharding", self.sharding)
             row["recommended"] = self.recommended
         return row
@@ -100,7 +111,8 @@ def sharded_dict(o: ShardedPeak) -> dict[str, Any]:
 def suggestion_dict(x: Suggestion) -> dict[str, Any]:
     return {"gpu": x.gpu.name, **sharded_dict(x.result), "gradient_checkpointing": x.setup.checkpointing,
             "headroom_fraction": round(x.headroom_fraction, 4), "price_usd_per_hour": x.price_per_hour,
-            "price_date": x.gpu.price_date, "hours": x.hours, "cost_usd": x.cost}
+            "price_date": x.gpu.price_date, "hours": x.hours, "cost_usd": x.cost, "calibrated": x.calibrated,
+            "band_fraction": x.band_fraction, "practical": x.practical, "why_not": x.why_not or None}
 
 
 def gpu_dict(gpu: GPU) -> dict[str, Any]:
@@ -109,7 +121,7 @@ def gpu_dict(gpu: GPU) -> dict[str, Any]:
             "supports_bf16": gpu.supports_bf16}
 
 
-@dataclass(frozen=True)
+@frozen
 class Training:
     """Time and cost to train ``tokens`` tokens on ``gpus`` GPUs of the plan's kind."""
 
@@ -120,7 +132,7 @@ class Training:
     cost_usd: float | None
 
 
-@dataclass(frozen=True)
+@frozen
 class Plan:
     """The answer to a request: every view (table, JSON, picture) renders this object."""
 
@@ -141,7 +153,8 @@ class Plan:
     training: Training | None = None
     largest: dict[str, int | None] | None = None
     gpus_per_node: int = 8
-    extras: dict[str, Any] = field(default_factory=dict)
+    goal: Any = None                      # fitplan.recommend.Goal
+    placement: Any = None                 # fitplan.sharding.Placement the user asked for, if any
 
     @property
     def method(self) -> MethodResult:
@@ -166,12 +179,16 @@ class Plan:
                      | {"grad_ckpt": self.request.grad_ckpt},
             "calibration": None if cal is None else {
                 "gpu": cal.gpu, "torch": cal.torch, "transformers": cal.transformers, "runs": cal.runs,
-                "date": cal.date, "source": cal.source, "file": Path(cal.path).name if cal.path else None},
+                "date": cal.date, "source": cal.source, "file": os.path.basename(cal.path) if cal.path else None},
             "assumed": list(self.assumed),
             "notes": list(self.notes),
             "methods": [r.to_dict() for r in self.methods.values()],
             "recommendation": None if self.recommendation is None else self.recommendation.to_dict(),
         }
+        if self.placement is not None:
+            p = self.placement
+            out["placement"] = {"sharding": p.strategy, "offload": p.offload, "gpus": p.gpus, "nodes": p.nodes,
+                                "gpus_per_node": p.gpus_per_node, "description": p.describe()}
         if self.suggestions is not None:
             out["suggestions"] = [suggestion_dict(x) for x in self.suggestions]
         if self.placements is not None:

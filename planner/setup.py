@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
-from typing import Any
-
 from fitplan.errors import PlanError, unknown_choice
+from fitplan.frozen import field, fields, frozen, replace
 from fitplan.methods import Method
 from fitplan.methods import method as get_method
 from fitplan.optimizers import NAMES as OPTIMIZERS
+
+TYPE_CHECKING = False  # typing is not imported at run time: the cold start
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
 
 PRECISIONS = ("fp32", "bf16", "fp16", "bf16-mixed", "fp16-mixed", "bf16-master")
 ATTENTIONS = ("eager", "sdpa", "flash")
@@ -22,7 +24,7 @@ MAX_RANK = 65_536
 MAX_GPUS = 100_000
 
 
-@dataclass(frozen=True)
+@frozen
 class TrainingSetup:
     """One training configuration of one method. Sizes in elements or tokens; nothing here is in bytes.
 
@@ -151,7 +153,7 @@ class TrainingSetup:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "assumed"}
+        out = {name: getattr(self, name) for name in fields(self) if name != "assumed"}
         out["method"] = self.method.name
         out["lora_targets"] = list(self.lora_targets)
         out["grad_ckpt"] = self.checkpointing

@@ -1,4 +1,4 @@
 """fitplan's validator: real training steps, measured peaks, estimate beside measurement.
 
-Built in a later step; it imports torch, transformers, peft and bitsandbytes, the planner never does.
+It imports torch, transformers, peft and bitsandbytes (the ``validate`` extra); the planner never does.
 """

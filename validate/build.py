@@ -19,12 +19,11 @@ import warnings
 from typing import Any
 
 import torch
-from torch import nn
-
 from fitplan.architecture import ModelShape
 from fitplan.dtypes import dtype
 from fitplan.errors import PlanError
 from fitplan.setup import TrainingSetup
+from torch import nn
 
 
 def torch_dtype(name: str) -> torch.dtype:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-
 from fitplan.breakdown import SHARED_CATEGORIES
 from fitplan.errors import PlanError
 from fitplan.render import tabulate
@@ -117,8 +116,9 @@ def validate_command(values: dict[str, Any], mode: str, steps: int = 2, nproc: i
             raise PlanError("--sweep needs --out FILE.jsonl for the records")
         made, skipped = runner.run_sweep(sweep, out, progress=not as_json)
         records = runner.read_records(out)
+        errors = runner.error_summary(records)
         summary = {"sweep": sweep, "out": out, "runs_made": made, "runs_already_present": skipped,
-                   "records": len(records)}
+                   "records": len(records), "errors": errors}
         if as_json:
             click.echo(json.dumps(summary, indent=2))
         else:
@@ -127,6 +127,11 @@ def validate_command(values: dict[str, Any], mode: str, steps: int = 2, nproc: i
             counts = Counter(r.get("outcome") for r in records)
             click.echo(f"{made} runs made, {skipped} already in {out}; outcomes: "
                        + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+            if errors:
+                click.echo("Estimate against measurement, |error| in percent:")
+                click.echo(tabulate([[k.replace("_", " "), v["runs"], f"{v['median_abs_error_percent']:.2f}",
+                                      f"{v['worst_error_percent']:+.2f}", v["worst_key"]] for k, v in errors.items()],
+                                    ["category", "runs", "median", "worst", "worst run (key)"]))
         return
     if settings.get("model") is None:
         raise PlanError("missing --model (or --sweep FILE): e.g. plan validate --model llama-3.2-1b --method lora")

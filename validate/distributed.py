@@ -41,13 +41,12 @@ def _worker(rank: int, world: int, port: int, raw: dict[str, Any], shape: ModelS
     os.environ["MASTER_PORT"] = str(port)
     dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world)
     try:
-        from peft import PeftModel
-        from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker
-        from torch.distributed.fsdp import fully_shard
-
         from fitplan.validate.build import build_real
         from fitplan.validate.env import quiet_libraries
         from fitplan.validate.measure import make_optimizer
+        from peft import PeftModel
+        from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker
+        from torch.distributed.fsdp import fully_shard
 
         quiet_libraries()
         device = f"cuda:{rank}" if use_cuda else "cpu"

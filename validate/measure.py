@@ -26,13 +26,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-
 from fitplan.architecture import ModelShape
 from fitplan.breakdown import CATEGORIES, MemoryBreakdown
 from fitplan.errors import PlanError
 from fitplan.optimizers import optimizer
 from fitplan.setup import TrainingSetup
-from fitplan.validate.build import build_fake, build_real, real_mask_decisions, torch_dtype
+from fitplan.validate.build import (
+    build_fake,
+    build_real,
+    real_mask_decisions,
+    torch_dtype,
+)
 from fitplan.validate.tracker import MemoryTracker, category_of
 
 FAKE_DEPTHS = (2, 3)

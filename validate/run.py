@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import itertools
 import time
-import tomllib
 import traceback
 from pathlib import Path
 from typing import Any
 
+import tomllib
 from fitplan.breakdown import errors_percent
 from fitplan.catalog import ModelEntry, resolve_model
 from fitplan.errors import PlanError
@@ -187,21 +187,42 @@ def load_sweep(path: str | Path) -> list[dict[str, Any]]:
 
 
 def run_sweep(path: str | Path, out: str | Path, progress: bool = True) -> tuple[int, int]:
-    """Run every combination not yet in ``out``; returns (runs made, runs skipped as already present)."""
-    import click
+    """Run every combination not yet in ``out``; returns (runs made, runs skipped as already present).
 
+    A progress bar (tqdm, on standard error) names the run under way where ``progress`` is set.
+    """
     runs = load_sweep(path)
     base = Path(path).parent
     for settings in runs:
         _resolve(str(settings["model"]), base)  # fail fast, before any run, on an unknown model
     done = {r.get("key") for r in read_records(out)}
     todo = [s for s in runs if settings_key(s) not in done]
-    import io
-    import sys
+    from tqdm import tqdm
 
-    sink = sys.stderr if progress else io.StringIO()
-    with click.progressbar(todo, label=f"sweep {Path(path).name}", file=sink,
-                           item_show_func=lambda s: f"{Path(s['model']).stem} {s.get('method')}" if s else "") as bar:
+    with tqdm(todo, desc=f"sweep {Path(path).name}", unit="run", disable=not progress, leave=False) as bar:
         for settings in bar:
+            bar.set_postfix_str(f"{Path(str(settings['model'])).stem} {settings.get('method')}")
             append_record(out, validate_one(settings, base))
     return len(todo), len(runs) - len(todo)
+
+
+def error_summary(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per shared category and for the peak: the median and worst |error| (percent) over the
+    successful single-process runs, and the run of the worst."""
+    import statistics
+
+    from fitplan.breakdown import SHARED_CATEGORIES
+
+    ok = [r for r in records if r.get("outcome") == "ok" and "categories" in (r.get("errors_percent") or {})]
+    out: dict[str, dict[str, Any]] = {}
+    for name in ("peak", *SHARED_CATEGORIES):
+        values = []
+        for r in ok:
+            err = r["errors_percent"]["peak"] if name == "peak" else r["errors_percent"]["categories"].get(name)
+            if err is not None:
+                values.append((abs(err), err, r.get("key")))
+        if values:
+            worst = max(values)
+            out[name] = {"runs": len(values), "median_abs_error_percent": round(statistics.median(v[0] for v in values), 3),
+                         "worst_error_percent": worst[1], "worst_key": worst[2]}
+    return out

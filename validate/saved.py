@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
-
 from fitplan.architecture import ModelShape
 from fitplan.setup import TrainingSetup
 from fitplan.validate.build import build_fake, real_mask_decisions
+from torch import nn
 
 _LAYER = re.compile(r"(?:^|\.)(?:layers|h|layer|blocks)\.(\d+)(?:\.|$)")
 

@@ -32,8 +32,6 @@ full square); gemma2 runs eager only (transformers 5.23 has no SDPA path for it)
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 from fitplan.architecture import (
     ATTN_K,
@@ -49,8 +47,13 @@ from fitplan.architecture import (
     Matrix,
     ModelShape,
 )
+from fitplan.frozen import frozen
 from fitplan.memory.forms import Size
 from fitplan.setup import TrainingSetup
+
+TYPE_CHECKING = False  # typing is not imported at run time: the cold start
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
 
 
 def activation_bytes(setup: TrainingSetup) -> int:
@@ -360,7 +363,7 @@ class Trace:
         return out
 
 
-@dataclass(frozen=True)
+@frozen
 class LayerActivations:
     """Saved bytes per decoder layer as linear forms in tokens, scores and mask elements."""
 

@@ -7,19 +7,34 @@ A ``Size`` holds bytes per token (``T = batch x (seq + virtual tokens)``), per a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
 class Size:
-    """Bytes as a linear form: per token, per attention score, per mask element, and constant."""
+    """Bytes as a linear form: per token, per attention score, per mask element, and constant.
 
-    token: int = 0
-    score: int = 0
-    mask: int = 0
-    const: int = 0
-    bmask: int = 0   # per batch x seq x kv_seq (a materialised attention mask)
-    batch: int = 0   # per sequence of the batch (prefix keys and values)
+    (A plain class with slots: the layer trace makes thousands of these per model.)
+    """
+
+    __slots__ = ("token", "score", "mask", "const", "bmask", "batch")
+
+    def __init__(self, token: int = 0, score: int = 0, mask: int = 0, const: int = 0, bmask: int = 0, batch: int = 0):
+        self.token = token
+        self.score = score
+        self.mask = mask
+        self.const = const
+        self.bmask = bmask    # per batch x seq x kv_seq (a materialised attention mask)
+        self.batch = batch    # per sequence of the batch (prefix keys and values)
+
+    def _key(self) -> tuple[int, ...]:
+        return (self.token, self.score, self.mask, self.const, self.bmask, self.batch)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Size) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return "Size(" + ", ".join(f"{n}={v}" for n, v in zip(self.__slots__, self._key()) if v) + ")"
 
     def __add__(self, other: Size) -> Size:
         return Size(

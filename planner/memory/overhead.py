@@ -18,17 +18,15 @@ Known limitations: one linear law for the reserve; NCCL buffers of multi-GPU run
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from fitplan.units import MIB
-
+from fitplan.frozen import frozen
 from fitplan.setup import TrainingSetup
+from fitplan.units import MIB
 
 CUDA_CONTEXT_BYTES = 512 * MIB
 ALLOCATOR_RESERVE_FRACTION = 0.05
 
 
-@dataclass(frozen=True)
+@frozen
 class Overhead:
     """The calibrated quantities (bytes, or a fraction of allocated bytes)."""
 

@@ -6,12 +6,14 @@ project's own module (``fitplan.validate.adapters``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from fitplan.memory.forms import Size
 from fitplan.methods.base import ADAPTER_DTYPE, Method, TensorGroup
 
+TYPE_CHECKING = False  # typing is not imported at run time: the cold start
+
 if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
+
     from fitplan.architecture import ModelShape
     from fitplan.memory.activations import Trace, TraceTensor
     from fitplan.setup import TrainingSetup

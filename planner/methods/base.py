@@ -13,14 +13,17 @@ method's own file compares method names.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
 
 from fitplan.architecture import ModelShape
 from fitplan.dtypes import four_bit_bytes, nbytes
+from fitplan.frozen import frozen
 from fitplan.memory.forms import Size
 
+TYPE_CHECKING = False  # typing is not imported at run time: the cold start
+
 if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, ClassVar
+
     from fitplan.architecture import Matrix
     from fitplan.memory.activations import Trace, TraceTensor
     from fitplan.setup import TrainingSetup
@@ -28,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 ADAPTER_DTYPE = "fp32"  # peft keeps adapter weights in fp32 (autocast_adapter_dtype=True)
 
 
-@dataclass(frozen=True)
+@frozen
 class TensorGroup:
     """``count`` tensors of ``numel`` elements each, stored alike."""
 

@@ -12,13 +12,23 @@ beside the adapters are not modelled.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from fitplan.architecture import ATTN_K, ATTN_O, ATTN_Q, ATTN_QKV, ATTN_V, Matrix, ModelShape
+from fitplan.architecture import (
+    ATTN_K,
+    ATTN_O,
+    ATTN_Q,
+    ATTN_QKV,
+    ATTN_V,
+    Matrix,
+    ModelShape,
+)
 from fitplan.errors import PlanError
 from fitplan.methods.base import ADAPTER_DTYPE, Method, TensorGroup
 
+TYPE_CHECKING = False  # typing is not imported at run time: the cold start
+
 if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
+
     from fitplan.memory.activations import Trace, TraceTensor
     from fitplan.setup import TrainingSetup
 

@@ -9,12 +9,14 @@ model's output until the loss is read. peft refuses gradient checkpointing for i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from fitplan.memory.forms import Size
 from fitplan.methods.base import ADAPTER_DTYPE, Method, TensorGroup
 
+TYPE_CHECKING = False  # typing is not imported at run time: the cold start
+
 if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
+
     from fitplan.architecture import ModelShape
     from fitplan.setup import TrainingSetup
 

@@ -4,11 +4,13 @@ trained embeddings prepended to every sequence, so every activation and the logi
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from fitplan.methods.base import ADAPTER_DTYPE, Method, TensorGroup
 
+TYPE_CHECKING = False  # typing is not imported at run time: the cold start
+
 if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
+
     from fitplan.architecture import ModelShape
     from fitplan.setup import TrainingSetup
 

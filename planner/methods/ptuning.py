@@ -5,13 +5,15 @@ virtual tokens, whose output is prepended to every sequence."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from fitplan.memory.forms import Size
 from fitplan.methods.base import ADAPTER_DTYPE, TensorGroup
 from fitplan.methods.prompt import Prompt
 
+TYPE_CHECKING = False  # typing is not imported at run time: the cold start
+
 if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
+
     from fitplan.architecture import ModelShape
     from fitplan.setup import TrainingSetup
 

@@ -16,14 +16,16 @@ one matrix at a time.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from fitplan.architecture import EXPERT_DOWN, EXPERT_GATE_UP, ROUTER, ModelShape
 from fitplan.memory.forms import Size
 from fitplan.methods.base import StorageOf
 from fitplan.methods.lora import LoRA
 
+TYPE_CHECKING = False  # typing is not imported at run time: the cold start
+
 if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
+
     from fitplan.setup import TrainingSetup
 
 
@@ -77,9 +79,8 @@ class QLoRA(LoRA):
 
     def quantization_config(self, setup: TrainingSetup) -> Any:
         import torch
-        from transformers import BitsAndBytesConfig
-
         from fitplan.dtypes import dtype
+        from transformers import BitsAndBytesConfig
 
         compute = getattr(torch, dtype(setup.compute_dtype).torch_name)
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=setup.quant,

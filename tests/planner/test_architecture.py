@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from fitplan.architecture import shape_from_config
 from fitplan.catalog import data_dir, load_preset, model_names, preset_info
 from fitplan.errors import PlanError

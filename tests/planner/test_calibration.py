@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from fitplan import calibration, reference
 from fitplan.calibration import Calibration, Observation, fit, huber_line, pick
 from fitplan.catalog import resolve_gpu
@@ -40,11 +39,11 @@ def _cal(gpu, arch, torch):
                        source="test", runs=3, overhead=Overhead(context_bytes=1))
 
 
-def test_pick_prefers_the_gpu_then_its_architecture_then_none():
+def test_pick_takes_the_gpus_own_calibration_only():
     pool = [_cal("a100-80", "Ampere", "2.4"), _cal("a100-80", "Ampere", "2.13"), _cal("l40s", "Ada Lovelace", "2.13")]
     assert pick(resolve_gpu("a100-80"), None, pool).torch == "2.13"        # the newest torch
     assert pick(resolve_gpu("a100-80"), "2.4", pool).torch == "2.4"        # the matching torch
-    assert pick(resolve_gpu("a100-40"), None, pool).gpu == "a100-80"       # same architecture
+    assert pick(resolve_gpu("a100-40"), None, pool) is None                # same architecture: not applied
     assert pick(resolve_gpu("h100-80"), None, pool) is None                # the documented defaults
 
 

@@ -3,9 +3,15 @@
 import json
 
 import pytest
-
-from fitplan.catalog import (_gpu_from, data_dir, gpu_catalog, gpu_listing, model_listing, resolve_gpu,
-                             resolve_model)
+from fitplan.catalog import (
+    _gpu_from,
+    data_dir,
+    gpu_catalog,
+    gpu_listing,
+    model_listing,
+    resolve_gpu,
+    resolve_model,
+)
 from fitplan.errors import PlanError
 
 

@@ -144,3 +144,19 @@ def test_no_color_and_pipes_get_plain_text():
     r = subprocess.run([*PLAN, "--model", "gpt2", "--gpu", "t4"], capture_output=True, text=True, timeout=60,
                        env={**os.environ, "NO_COLOR": "1"})
     assert r.returncode == 0 and "\x1b[" not in r.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["validate", "--model", "gpt2", "--seq-len", "0"], "--seq-len must be positive, got 0"),
+    (["validate", "--model", "gpt2", "--batch-size", "-1"], "--batch-size must be positive, got -1"),
+    (["validate", "--model", "gpt2", "--steps", "1"], "--steps must be at least 2"),
+    (["validate", "--model", "gpt2", "--mode", "tpu"], "unknown mode 'tpu'"),
+])
+def test_validate_refuses_bad_sizes_before_importing_anything_heavy(args, message):
+    r = run(*args)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_validate_help_states_its_true_defaults():
+    text = run("validate", "--help").stdout
+    assert "Tokens per sequence [default: 512]." in text and "[default: 2048]" not in text

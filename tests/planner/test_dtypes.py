@@ -1,14 +1,12 @@
 """4-bit storage counted as bitsandbytes 0.50 stores it on the CPU."""
 
 import pytest
-
 from fitplan.architecture import shape_from_config
 from fitplan.dtypes import dtype, four_bit_bytes, nbytes
 from fitplan.errors import PlanError
 from fitplan.memory.weights import quantization_state, weights
 from fitplan.methods import REGISTRY
 from fitplan.setup import TrainingSetup
-
 
 
 def _state_bytes(q, state):

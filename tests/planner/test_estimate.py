@@ -1,7 +1,6 @@
 """Whole-step peaks agree with live-memory measurements of real training steps on fake tensors."""
 
 import pytest
-
 from fitplan.catalog import load_preset
 from fitplan.estimate import estimate
 from fitplan.setup import TrainingSetup

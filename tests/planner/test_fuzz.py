@@ -6,14 +6,13 @@ import math
 import subprocess
 import sys
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from fitplan.architecture import FAMILIES, shape_from_config
 from fitplan.catalog import ModelEntry
 from fitplan.errors import PlanError
 from fitplan.estimate import estimate
 from fitplan.setup import TrainingSetup
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 BASE = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100, "n_embd": 64, "n_layer": 2,

@@ -8,12 +8,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from fitplan.__main__ import parse_plain
 from fitplan.cli import _request, cli
 from fitplan.request import OPTIONS
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[2]
 VALUES = {"str": st.sampled_from(["gpt2", "lora", "q,v", "a100-80", "none", "sdpa", "bf16", "x"]),
@@ -40,8 +39,8 @@ def plain_arguments(draw):
 def _clicked(args):
     ctx = cli.make_context("plan", list(args), resilient_parsing=False)
     params = dict(ctx.params)
-    plot, as_json = params.pop("plot_path"), params.pop("as_json")
-    return _request(params), plot, as_json
+    plot, as_json, fmt = params.pop("plot_path"), params.pop("as_json"), params.pop("table_format")
+    return _request(params), plot, as_json, fmt
 
 
 @settings(max_examples=200, deadline=None)

@@ -1,7 +1,6 @@
 """The optimizer table: each optimizer's state law, its step's temporaries, and its class."""
 
 import pytest
-
 from fitplan.errors import PlanError
 from fitplan.optimizers import NAMES, optimizer
 

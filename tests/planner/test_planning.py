@@ -4,9 +4,8 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 import fitplan
+import pytest
 from fitplan.errors import PlanError
 from fitplan.request import Request
 
@@ -45,7 +44,7 @@ def test_to_dict_is_exactly_what_json_prints(args):
 
 def test_the_readme_example():
     p = fitplan.plan(model="llama-70b", gpu="a100-80")
-    assert (p.recommendation.method, p.recommendation.lora_rank) == ("qlora", 64)
+    assert (p.recommendation.method, p.recommendation.lora_rank) == ("qlora", 16)
     assert p.methods["lora"].fits is False and p.methods["lora"].peak_bytes == p.methods["lora"].estimate.peak_bytes
     assert p.methods["qlora"].recommended
     phases = fitplan.plan(model="llama-3.1-8b", gpu="h100-80", method="lora", seq_len=4096).phases

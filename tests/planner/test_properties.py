@@ -1,15 +1,13 @@
 """Properties that hold for every configuration (hypothesis)."""
 
-import dataclasses
-
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from fitplan.catalog import load_preset, model_names
 from fitplan.estimate import estimate
+from fitplan.frozen import replace
 from fitplan.memory.weights import weights
 from fitplan.methods import REGISTRY
 from fitplan.setup import TrainingSetup
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 SMALL_PRESETS = [n for n in model_names() if load_preset(n).shape.parameter_count < 4 * 10**9]
 METHODS = ["full", "lora", "qlora", "adapter", "prompt", "ptuning"]
@@ -40,8 +38,8 @@ def _setup(d):
 
 def _shrunk(name, layers):
     entry = load_preset(name)
-    shape = dataclasses.replace(entry.shape, num_layers=layers)
-    return dataclasses.replace(entry, shape=shape)
+    shape = replace(entry.shape, num_layers=layers)
+    return replace(entry, shape=shape)
 
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -7,7 +7,6 @@ outside are strict xfails with what was found about them.
 import statistics
 
 import pytest
-
 from fitplan import reference
 
 COMPARISONS, SKIPPED = reference.compare()

@@ -1,13 +1,12 @@
 """Request: every option, None meaning "not given"; the defaults and what counts as assumed."""
 
 import pytest
-
 from fitplan.errors import PlanError
 from fitplan.request import ASSUMED, DEFAULTS, OPTIONS, Request
 
 
 def test_every_option_is_a_request_field_with_a_default():
-    fields = set(Request.__dataclass_fields__)
+    fields = set(Request._fields)
     assert {o.field for o in OPTIONS} == fields
     assert set(DEFAULTS) == fields - {"model", "gpu"}
     assert set(ASSUMED) <= set(DEFAULTS)

@@ -1,7 +1,6 @@
 """TrainingSetup: one method's setting, its derived facts, and what it refuses on creation."""
 
 import pytest
-
 from fitplan.errors import PlanError
 from fitplan.methods import REGISTRY
 from fitplan.setup import TrainingSetup

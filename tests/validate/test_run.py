@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from fitplan.records import read_records
 
 pytestmark = pytest.mark.torch
@@ -48,3 +47,8 @@ def test_killed_sweep_resumes_without_duplicates(tmp_path):
     assert len(records) == 12
     assert len({r["key"] for r in records}) == 12
     assert {r["outcome"] for r in records} == {"ok"}
+    # the summary ends with the error figures per category
+    assert summary["errors"]["peak"]["runs"] == 12
+    assert set(summary["errors"]) == {"peak", "parameters", "gradients", "optimizer_states", "activations",
+                                      "temporaries", "other"}
+    assert abs(summary["errors"]["peak"]["worst_error_percent"]) < 3

@@ -1,7 +1,6 @@
 """Activation bytes per layer agree with what PyTorch saves for backward (fake tensors, CPU kernels)."""
 
 import pytest
-
 from fitplan.architecture import shape_from_config
 from fitplan.estimate import template
 from fitplan.memory.activations import activation_forms
@@ -107,7 +106,6 @@ def test_qlora_runs_activations_in_fp32():
     import collections
 
     import torch
-
     from fitplan.validate.build import build_real
 
     raw = dict(model_type="llama", hidden_size=256, intermediate_size=512, num_hidden_layers=3,

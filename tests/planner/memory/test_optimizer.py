@@ -1,7 +1,12 @@
 """Gradients, optimizer states and the step's temporaries for a model's trained tensors."""
 
 from fitplan.catalog import load_preset
-from fitplan.memory.optimizer import gradients, optimizer_states, optimizer_temporaries, parameter_order
+from fitplan.memory.optimizer import (
+    gradients,
+    optimizer_states,
+    optimizer_temporaries,
+    parameter_order,
+)
 from fitplan.methods import REGISTRY
 from fitplan.setup import TrainingSetup
 

@@ -1,7 +1,13 @@
 """Weights, quantization state and the saved files, from a method's tensor groups."""
 
 from fitplan.catalog import load_preset
-from fitplan.memory.weights import quantization_state, saved_file_bytes, total_params, trainable_params, weights
+from fitplan.memory.weights import (
+    quantization_state,
+    saved_file_bytes,
+    total_params,
+    trainable_params,
+    weights,
+)
 from fitplan.methods import REGISTRY
 from fitplan.setup import TrainingSetup
 

@@ -1,7 +1,6 @@
 """Trainable counts per method agree with peft's own, and with the published checks."""
 
 import pytest
-
 from fitplan.architecture import shape_from_config
 from fitplan.catalog import load_preset
 from fitplan.errors import PlanError

@@ -4,7 +4,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from fitplan.catalog import load_preset
 from fitplan.methods import NAMES, REGISTRY, Method, method
 from fitplan.setup import TrainingSetup
