@@ -242,6 +242,8 @@ def _divide(c: _Config, total: int, parts: int, what: str) -> int:
 def _heads(c: _Config, hidden: int) -> tuple[int, int, int]:
     heads = c.int("num_attention_heads", "n_head")
     kv_heads = c.int("num_key_value_heads", default=heads)
+    if kv_heads > heads:
+        raise PlanError(f"{c.source}: num_key_value_heads ({kv_heads}) cannot exceed num_attention_heads ({heads})")
     if heads % kv_heads:
         raise PlanError(
             f"{c.source}: num_attention_heads ({heads}) must be a multiple of num_key_value_heads ({kv_heads})"
@@ -270,6 +272,9 @@ def _llama_like(c: _Config, model_type: str) -> dict[str, Any]:
     if model_type == "mixtral":
         experts = c.int("num_local_experts")
         experts_per_token = c.int("num_experts_per_tok")
+        if experts_per_token > experts:
+            raise PlanError(f"{c.source}: num_experts_per_tok ({experts_per_token}) cannot exceed the "
+                            f"{experts} experts (num_local_experts)")
         matrices += [
             Matrix("gate", h, experts, False, ROUTER),
             Matrix("gate_up_proj", h, 2 * i, False, EXPERT_GATE_UP, copies=experts, is_linear=False),
@@ -564,15 +569,39 @@ def shape_from_config(raw: Any, name: str = "config.json") -> ModelShape:
     if not isinstance(raw, Mapping):
         raise PlanError(f"{name}: a config.json must hold a JSON object, got {type(raw).__name__}")
     model_type = raw.get("model_type")
-    if not isinstance(model_type, str) or not model_type:
+    if model_type is not None and not isinstance(model_type, str):
+        raise PlanError(f"{name}: field 'model_type' must be a string naming the architecture, got {model_type!r}")
+    if not model_type:
         raise PlanError(f"{name}: missing required field 'model_type' (supported: {', '.join(sorted(FAMILIES))})")
     if model_type not in FAMILIES:
         raise PlanError(
             f"{name}: architecture {model_type!r} is not supported. Supported: {', '.join(sorted(FAMILIES))}"
         )
     c = _Config(raw, name)
+    nested = [k for k in ("text_config", "llm_config", "language_config") if isinstance(raw.get(k), Mapping)]
+    if nested and "hidden_size" not in raw and "n_embd" not in raw:
+        raise PlanError(f"{name}: the language model's fields sit under {nested[0]!r} (a multimodal config); "
+                        f"give the {nested[0]} as its own config.json")
     fields = FAMILIES[model_type](c, model_type)
     fields.setdefault("max_positions", fields.get("position_embeddings") or _max_positions(c))
     layers = c.int("num_hidden_layers", "n_layer")
     vocab = c.int("vocab_size")
-    return ModelShape(name=name, model_type=model_type, vocab_size=vocab, num_layers=layers, **fields)
+    shape = ModelShape(name=name, model_type=model_type, vocab_size=vocab, num_layers=layers, **fields)
+    _check_limits(shape, name)
+    return shape
+
+
+# Sizes beyond any model that can be trained: a config past them is a typo or a test of the tool.
+LIMITS = {"num_layers": 2_000, "hidden_size": 1_000_000, "vocab_size": 20_000_000, "num_heads": 100_000,
+          "intermediate_size": 10_000_000, "num_experts": 1_000_000}
+MAX_PARAMETERS = 10**14   # 100 trillion
+
+
+def _check_limits(shape: ModelShape, name: str) -> None:
+    for field, limit in LIMITS.items():
+        value = getattr(shape, field)
+        if value > limit:
+            raise PlanError(f"{name}: {field} of {value:,} is beyond the {limit:,} any trainable model has")
+    if shape.parameter_count > MAX_PARAMETERS:
+        raise PlanError(f"{name}: {shape.parameter_count:,} parameters is beyond the {MAX_PARAMETERS:,} "
+                        "(100 trillion) any trainable model has")

@@ -16,7 +16,7 @@ from fitplan.errors import PlanError, unknown_choice
 from fitplan.estimate import Estimate, estimate
 from fitplan.frozen import replace
 from fitplan.memory.overhead import DEFAULT_OVERHEAD, Overhead
-from fitplan.methods import NAMES, REGISTRY, Method
+from fitplan.methods import METHOD_OPTIONS, NAMES, REGISTRY, SEEDS, Method
 from fitplan.methods.lora import target_matrices
 from fitplan.optimizers import NAMES as OPTIMIZERS
 from fitplan.request import Request
@@ -28,9 +28,6 @@ TYPE_CHECKING = False  # typing is not imported at run time: the cold start
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any
 
-# options that only some methods read (the methods say which: Method.options)
-METHOD_OPTIONS = ("lora_rank", "lora_targets", "lora_dropout", "adapter_size", "num_virtual_tokens",
-                  "prefix_projection", "quant", "double_quant", "kbit_upcast")
 FLASH_MIN_CAPABILITY = (8, 0)   # FlashAttention 2: Ampere or newer
 
 
@@ -81,9 +78,12 @@ class _Planner:
         return resolve_model(self.r.model)
 
     def _methods(self) -> list[Method]:
+        """The seeds' short table by default, every method with ``--method all``, else the one named."""
         if self.r.method is None:
+            return [REGISTRY[n] for n in SEEDS]
+        if str(self.r.method).strip().lower() == "all":
             return list(REGISTRY.values())
-        return [REGISTRY[_choice("method", self.r.method, NAMES)]]
+        return [REGISTRY[_choice("method", self.r.method, NAMES + ("all",))]]
 
     def _conflicts(self, methods: list[Method]) -> None:
         """Refuse every option the request gives that nothing would honour."""
@@ -255,7 +255,7 @@ class _Planner:
             raise PlanError(f"tokens must be positive, got {tokens}")
         if not 0 < mfu <= 1:
             raise PlanError(f"mfu must lie in (0, 1], got {mfu}")
-        single = r.method is not None
+        single = r.method is not None and str(r.method).strip().lower() != "all"
         if (r.value("max_batch") or r.value("max_seq_len")) and (gpu is None or not single):
             raise PlanError("--max-batch and --max-seq-len need --gpu and --method")
         overhead, cal = self._calibration(gpu)

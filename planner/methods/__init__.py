@@ -18,6 +18,10 @@ from fitplan.methods.qlora import QLORA
 # in the order tables show them
 REGISTRY: dict[str, Method] = {m.name: m for m in (FULL, LORA, QLORA, ADAPTER, PREFIX, PTUNING, PROMPT)}
 NAMES = tuple(REGISTRY)
+# the short table `plan` shows without --method (the seeds' methods); `--method all` shows every one
+SEEDS = ("full", "lora", "qlora", "adapter", "prefix", "ptuning", "prompt")
+# every option some method reads (Method.options): given for a method that does not read it, refused
+METHOD_OPTIONS = tuple(sorted({o for m in REGISTRY.values() for o in m.options}))
 
 
 def method(name: str | Method) -> Method:
@@ -30,4 +34,4 @@ def method(name: str | Method) -> Method:
     return found
 
 
-__all__ = ["REGISTRY", "NAMES", "Method", "TensorGroup", "method"]
+__all__ = ["METHOD_OPTIONS", "NAMES", "REGISTRY", "SEEDS", "Method", "TensorGroup", "method"]
