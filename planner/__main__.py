@@ -134,13 +134,36 @@ def write(text: str) -> None:
     sys.stdout.flush()
 
 
+_JSON = {"on": False}   # whether the command asked for JSON (the error goes there too)
+
+
 def fail(message: str, code: int = 2) -> int:
+    """One line on standard error (and, under --json, a JSON object on standard output); the code."""
+    message = " ".join(str(message).split())   # one line, whatever the message held
     try:
         sys.stderr.write(f"plan: error: {message}\n")
         sys.stderr.flush()
     except OSError:
         pass
+    if _JSON["on"]:
+        import json
+
+        try:
+            sys.stdout.write(json.dumps({"error": message, "exit_code": code}) + "\n")
+            sys.stdout.flush()
+        except OSError:
+            _silence_stdout()
     return code
+
+
+def _silence_stdout() -> None:
+    """After a failed write, point standard output at nothing, so that the flush at exit is quiet."""
+    import os
+
+    try:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - kept open until exit
+    except OSError:
+        pass
 
 
 def guarded(work: Callable[[], Any]) -> int:
@@ -153,20 +176,25 @@ def guarded(work: Callable[[], Any]) -> int:
         return fail("interrupted", 130)
     except BrokenPipeError:
         # the reader went away (plan ... | head): nothing more to say to it
-        try:
-            sys.stdout = open(__import__("os").devnull, "w")  # noqa: SIM115 - silence the flush at exit
-        except OSError:
-            pass
+        _silence_stdout()
+        _JSON["on"] = False
         return fail("standard output was closed before the answer was written")
     except OSError as exc:
         if exc.filename is None and getattr(exc, "errno", None) is not None:
+            _silence_stdout()
+            _JSON["on"] = False
             return fail(f"cannot write the output ({exc.strerror or exc})")
-        raise
+        return fail(f"{exc.filename}: {exc.strerror or exc}")
+    except RecursionError:
+        return fail("the input nests too deeply to read")
+    except MemoryError:
+        return fail("out of memory while planning; the input is too large")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    _JSON["on"] = "--json" in args
     try:
         parsed = parse_plain(args)
     except PlanError as exc:

@@ -25,7 +25,7 @@ import os
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
-from fitplan.catalog import GPU, data_dir
+from fitplan.catalog import GPU
 from fitplan.errors import PlanError
 from fitplan.frozen import asdict, field, frozen
 from fitplan.memory.overhead import DEFAULT_OVERHEAD, Overhead
@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from typing import Any
 
 SCHEMA = 1
+MIN_RUNS = 3   # fewer successful GPU runs give no band worth the name
 _FIELDS = {"schema", "gpu", "architecture", "torch", "transformers", "driver", "date", "source", "runs",
            "overhead", "fit", "residuals", "categories_off"}
 
@@ -80,22 +81,39 @@ def _from_json(raw: Any, path: str) -> Calibration:
     unknown = set(raw) - _FIELDS
     if unknown:
         raise PlanError(f"calibration {path}: unknown field(s) {', '.join(sorted(unknown))}")
-    try:
-        o = raw["overhead"]
-        overhead = Overhead(
-            workspace_bytes=int(o["workspace_bytes"]), reserve_fraction=float(o["reserve_fraction"]),
-            reserve_bytes=int(o["reserve_bytes"]), context_bytes=int(o["context_bytes"]),
-            band_fraction=float(o["band_fraction"]),
-        )
-        cal = Calibration(
-            gpu=str(raw["gpu"]), architecture=raw.get("architecture"), torch=raw.get("torch"),
-            transformers=raw.get("transformers"), driver=raw.get("driver"), date=str(raw["date"]),
-            source=str(raw["source"]), runs=int(raw["runs"]), overhead=overhead, fit=dict(raw.get("fit", {})),
-            residuals=tuple(raw.get("residuals", ())), categories_off=tuple(raw.get("categories_off", ())),
-            path=str(path),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise PlanError(f"calibration {path}: missing or malformed field ({exc})") from None
+    def need(container: Any, key: str, kinds: tuple[type, ...], where: str = "") -> Any:
+        if not isinstance(container, dict) or key not in container:
+            raise PlanError(f"calibration {path}: missing field '{where}{key}'")
+        value = container[key]
+        if isinstance(value, bool) or not isinstance(value, kinds) or (isinstance(value, float) and value != value):
+            kind = " or ".join(k.__name__ for k in kinds)
+            raise PlanError(f"calibration {path}: field '{where}{key}' must be {kind}, got {value!r}")
+        return value
+
+    o = need(raw, "overhead", (dict,))
+    overhead = Overhead(
+        workspace_bytes=need(o, "workspace_bytes", (int,), "overhead."),
+        reserve_fraction=float(need(o, "reserve_fraction", (int, float), "overhead.")),
+        reserve_bytes=need(o, "reserve_bytes", (int,), "overhead."),
+        context_bytes=need(o, "context_bytes", (int,), "overhead."),
+        band_fraction=float(need(o, "band_fraction", (int, float), "overhead.")),
+    )
+    for key in ("architecture", "torch", "transformers", "driver"):
+        if raw.get(key) is not None and not isinstance(raw[key], str):
+            raise PlanError(f"calibration {path}: field '{key}' must be a string or null, got {raw[key]!r}")
+    runs = need(raw, "runs", (int,))
+    if runs < 1:
+        raise PlanError(f"calibration {path}: field 'runs' must be at least 1, got {runs}")
+    cal = Calibration(
+        gpu=need(raw, "gpu", (str,)), architecture=raw.get("architecture"), torch=raw.get("torch"),
+        transformers=raw.get("transformers"), driver=raw.get("driver"), date=need(raw, "date", (str,)),
+        source=need(raw, "source", (str,)), runs=runs, overhead=overhead,
+        fit=dict(raw.get("fit") or {}) if isinstance(raw.get("fit") or {}, dict) else {},
+        residuals=tuple(raw.get("residuals") or ()) if isinstance(raw.get("residuals") or [], list) else (),
+        categories_off=tuple(raw.get("categories_off") or ()) if isinstance(raw.get("categories_off") or [], list)
+        else (),
+        path=str(path),
+    )
     for name in ("workspace_bytes", "reserve_bytes", "context_bytes"):
         if getattr(overhead, name) < 0:
             raise PlanError(f"calibration {path}: {name} must not be negative")
@@ -111,13 +129,33 @@ def load_file(path: str | Path) -> Calibration:
 
 
 @lru_cache(maxsize=1)
-def shipped() -> tuple[Calibration, ...]:
+def _found() -> tuple[tuple[Calibration, ...], tuple[str, ...]]:
     from fitplan.catalog import _data
 
-    folder = _data("calibration")
-    if not os.path.isdir(folder):
-        return ()
-    return tuple(load_file(os.path.join(folder, n)) for n in sorted(os.listdir(folder)) if n.endswith(".json"))
+    found, problems = [], []
+    for folder in (_data("calibration"), user_dir()):
+        if not os.path.isdir(folder):
+            continue
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".json"):
+                try:
+                    found.append(load_file(os.path.join(folder, name)))
+                except PlanError as exc:
+                    problems.append(f"{exc}; ignored")
+    return tuple(found), tuple(problems)
+
+
+def shipped() -> tuple[Calibration, ...]:
+    """The calibrations shipped with fitplan and those ``plan calibrate`` wrote (``user_dir``)."""
+    return _found()[0]
+
+
+def problems() -> tuple[str, ...]:
+    """Calibration files found but refused (each says why): they are ignored, and the plan says so."""
+    return _found()[1]
+
+
+shipped.cache_clear = _found.cache_clear  # type: ignore[attr-defined]
 
 
 def _version_key(v: str | None) -> tuple[int, ...]:
@@ -200,18 +238,37 @@ class Observation:
     categories_error: dict[str, float | None] = field(default_factory=dict)
 
 
-def observations_from_records(records: Iterable[dict[str, Any]]) -> list[Observation]:
+_BYTE_FIELDS = {"tensors": "peak_bytes", "allocated": "allocated_peak_bytes", "reserved": "reserved_peak_bytes",
+                "used": "nvml_peak_used_bytes", "context": "cuda_context_bytes"}
+
+
+def observations_from_records(records: Iterable[dict[str, Any]], where: str = "records") -> list[Observation]:
+    """The successful GPU runs of validator records as observations; every byte field checked.
+
+    ``records`` may be (line, record) pairs, so that an error names the line.
+
+    Raises:
+        PlanError: a byte field that is not a non-negative whole number, naming the file, line and field.
+    """
     out = []
-    for r in records:
-        m = r.get("measurement") or {}
+    for item in records:
+        line, r = item if isinstance(item, tuple) else (None, item)
+        m = r.get("measurement") if isinstance(r.get("measurement"), dict) else {}
         if r.get("outcome") != "ok" or m.get("mode") != "cuda":
             continue
-        out.append(Observation(
-            id=str(r.get("key")), tensors=m.get("peak_bytes"), allocated=m.get("allocated_peak_bytes"),
-            reserved=m.get("reserved_peak_bytes"), used=m.get("nvml_peak_used_bytes"),
-            context=m.get("cuda_context_bytes"),
-            categories_error=(r.get("errors_percent") or {}).get("categories", {}),
-        ))
+        at = f"{where} line {line}" if line is not None else where
+        values = {}
+        for name, key in _BYTE_FIELDS.items():
+            v = m.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                raise PlanError(f"{at}: field 'measurement.{key}' must be a whole number of bytes, 0 or more, "
+                                f"got {v!r}")
+            values[name] = v
+        if values["allocated"] is None:
+            raise PlanError(f"{at}: a cuda run needs 'measurement.allocated_peak_bytes'")
+        errors = (r.get("errors_percent") or {}).get("categories", {})
+        out.append(Observation(id=str(r.get("key")), categories_error=errors if isinstance(errors, dict) else {},
+                               **values))
     return out
 
 
@@ -280,13 +337,31 @@ def categories_off(observations: Sequence[Observation], limit: float = 5.0) -> l
 
 
 def write(cal: Calibration, path: str | Path) -> Path:
-    """Write a calibration file atomically (temporary file, fsync, rename)."""
+    """Write a calibration file atomically (temporary file, fsync, rename), after reading it back as
+    the planner will: a file the planner would refuse is never written."""
     from fitplan.atomic import write_atomic
 
-    text = json.dumps(cal.to_json(), indent=2, sort_keys=True) + "\n"
-    path = write_atomic(path, text.encode("utf-8"))
+    data = cal.to_json()
+    _from_json(json.loads(json.dumps(data)), os.fspath(path))   # raises PlanError: nothing is written
+    if os.path.isdir(os.fspath(path)):
+        raise PlanError(f"--out {path}: is a folder; give the calibration file's name")
+    try:
+        path = write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    except OSError as exc:
+        raise PlanError(f"calibration {path}: cannot be written ({exc.strerror or exc})") from None
     shipped.cache_clear()
     return path
+
+
+def user_dir() -> str:
+    """Where ``plan calibrate`` writes and ``plan`` also looks: ``$FITPLAN_HOME/calibration``, else
+    ``$XDG_DATA_HOME/fitplan/calibration``, else ``~/.local/share/fitplan/calibration`` (never the
+    installed package unless ``--out`` says so)."""
+    home = os.environ.get("FITPLAN_HOME")
+    if home:
+        return os.path.join(home, "calibration")
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(data, "fitplan", "calibration")
 
 
 def calibrate(records: Sequence[str], use_reference: bool = False, gpu_name: str | None = None,
@@ -299,7 +374,7 @@ def calibrate(records: Sequence[str], use_reference: bool = False, gpu_name: str
 
     from fitplan import reference
     from fitplan.catalog import resolve_gpu
-    from fitplan.records import cuda_runs, read_records
+    from fitplan.records import cuda_runs, read_lines
 
     if not records and not use_reference:
         raise PlanError("give validator records (JSONL files from `plan validate --mode cuda`) or --reference")
@@ -314,20 +389,22 @@ def calibrate(records: Sequence[str], use_reference: bool = False, gpu_name: str
         provenance = {"torch": "2.4", "transformers": "4.48", "driver": None,
                       "source": "published rows (foundation-model-stack fms-acceleration A100-80GB table), single GPU"}
     else:
-        loaded: list[dict[str, Any]] = []
+        observations, cuda = [], []
         for path in records:
-            if not Path(path).exists():
-                raise PlanError(f"records file {path}: no such file")
-            loaded += read_records(path)
-        cuda = cuda_runs(loaded)
+            lines = read_lines(path, strict=True)
+            observations += observations_from_records(lines, f"records file {path}")
+            cuda += cuda_runs([r for _, r in lines])
         if not cuda:
             raise PlanError("the records hold no successful cuda-mode run to fit (cpu and fake runs have no allocator)")
-        gpu = resolve_gpu(gpu_name) if gpu_name else gpu_from_device_names({r["device"].get("gpu") for r in cuda})
-        observations = observations_from_records(cuda)
+        if len(cuda) < MIN_RUNS:
+            raise PlanError(f"the records hold {len(cuda)} successful cuda run(s); a fit needs at least {MIN_RUNS} "
+                            "(run the calibration sweep)")
+        gpu = resolve_gpu(gpu_name) if gpu_name else gpu_from_device_names(
+            {(r.get("device") or {}).get("gpu") for r in cuda})
         off = categories_off(observations)
         versions = cuda[0].get("versions") or {}
         provenance = {"torch": versions.get("torch"), "transformers": versions.get("transformers"),
-                      "driver": cuda[0]["device"].get("driver"), "source": ", ".join(records)}
+                      "driver": (cuda[0].get("device") or {}).get("driver"), "source": ", ".join(records)}
     overhead, description, residuals = fit(observations)
     cal = Calibration(
         gpu=gpu.name, architecture=gpu.architecture, torch=provenance["torch"], transformers=provenance["transformers"],
@@ -336,7 +413,7 @@ def calibrate(records: Sequence[str], use_reference: bool = False, gpu_name: str
         categories_off=tuple(off),
     )
     torch_tag = (provenance["torch"] or "unknown").split("+")[0]
-    path = Path(out) if out else data_dir() / "calibration" / f"{gpu.name}-torch{torch_tag}.json"
+    path = Path(out) if out else Path(user_dir()) / f"{gpu.name}-torch{torch_tag}.json"
     return cal, write(cal, path)
 
 

@@ -72,7 +72,7 @@ class _Planner:
 
     # ---- inputs ----------------------------------------------------------------------------
     def _model(self) -> ModelEntry:
-        if not self.r.model:
+        if self.r.model is None:
             raise PlanError("missing --model: give a preset (see `plan models`) or a config.json path, "
                             "e.g. plan --model llama-70b --gpu a100-80")
         return resolve_model(self.r.model)
@@ -201,6 +201,9 @@ class _Planner:
         return None
 
     def _calibration(self, gpu: GPU | None) -> tuple[Overhead, Calibration | None]:
+        from fitplan.calibration import problems
+
+        self.notes.extend(problems())
         path = self.r.calibration
         if path and str(path).lower() == "none":
             return DEFAULT_OVERHEAD, None

@@ -34,12 +34,27 @@ def _pyplot():
 
 
 def check_path(path: str | Path) -> Path:
+    """A picture's path, checked before any work: its type, its folder, that it can be written."""
+    import os
+
     path = Path(path)
+    if path.is_dir():
+        raise PlanError(f"--plot {path}: is a folder; give the picture's file name (.png, .svg or .pdf)")
     if path.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise PlanError(f"--plot {path}: the picture's name must end in .png, .svg or .pdf")
-    if not path.parent.exists():
-        raise PlanError(f"--plot {path}: folder {path.parent} does not exist")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise PlanError(f"--plot {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise PlanError(f"--plot {path}: cannot be written (no permission)")
     return path
+
+
+def _save(fig: Any, path: Path) -> None:
+    try:
+        fig.savefig(path, dpi=120)
+    except OSError as exc:
+        raise PlanError(f"--plot {path}: cannot be written ({exc.strerror or exc})") from None
 
 
 def breakdown_chart(bars: Sequence[tuple[str, dict[str, int]]], title: str, limit_bytes: int | None,
@@ -65,7 +80,7 @@ def breakdown_chart(bars: Sequence[tuple[str, dict[str, int]]], title: str, limi
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -112,6 +127,6 @@ def validation_chart(record: dict[str, Any], path: str | Path) -> Path:
     ax.set_title(f"{Path(str(s['model'])).stem}, {s.get('method')}: estimate beside measurement", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     plt.close(fig)
     return path

@@ -22,10 +22,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from pathlib import Path
+import os
 
 TYPE_CHECKING = False  # typing is not imported at run time: the cold start
 if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
     from typing import Any
 
 SCHEMA = 1
@@ -41,27 +42,46 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Every complete record of a JSONL file (a line that does not parse is skipped)."""
-    path = Path(path)
-    if not path.exists():
-        return []
+def read_lines(path: str | Path, strict: bool = False) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, record) for every record of a JSONL file (bounded in size).
+
+    ``strict``: a line that is not a JSON object is an error naming the file and the line (what
+    calibration reads); otherwise it is skipped (a sweep resuming after a torn last line).
+    """
+    from fitplan.errors import PlanError
+    from fitplan.inputs import MAX_TABLE_BYTES, parse_json, read_text
+
+    text = read_text(os.fspath(path), "records file", MAX_TABLE_BYTES)
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line:
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except ValueError:
+            record = parse_json(line, "records file", f"{os.fspath(path)} line {n}")
+        except PlanError as exc:
+            if strict:
+                raise PlanError(f"{exc} (records are JSON Lines: one JSON object per line)") from None
             continue
         if isinstance(record, dict):
-            out.append(record)
+            out.append((n, record))
+        elif strict:
+            raise PlanError(f"records file {os.fspath(path)} line {n}: a record is a JSON object, got "
+                            f"{type(record).__name__} (records are JSON Lines: one object per line)")
     return out
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """Every complete record of a JSONL file; none if it does not exist (a line that does not parse
+    is skipped)."""
+    if not os.path.exists(os.fspath(path)):
+        return []
+    return [r for _, r in read_lines(path)]
 
 
 def append_record(path: str | Path, record: dict[str, Any]) -> None:
     """Append one record atomically: write the whole file anew beside it, fsync, rename over it."""
+    from pathlib import Path
+
     from fitplan.atomic import write_atomic
 
     path = Path(path)

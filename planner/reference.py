@@ -23,6 +23,7 @@ from pathlib import Path
 
 from fitplan.calibration import Observation, overhead_for
 from fitplan.catalog import ModelEntry, data_dir, resolve_gpu, resolve_model
+from fitplan.errors import PlanError
 from fitplan.estimate import estimate
 from fitplan.frozen import frozen
 from fitplan.methods import REGISTRY
@@ -67,9 +68,36 @@ def reference_path() -> Path:
     return data_dir() / "reference" / "published_memory.csv"
 
 
+# the columns the comparison reads (the published CSVs' own header has these and more)
+COLUMNS = ("id", "model", "method", "lora_r", "lora_targets", "quant", "micro_batch", "n_gpus", "gpu",
+           "measured_gb", "measured_kind", "notes")
+
+
 def rows(path: str | Path | None = None) -> list[dict[str, str]]:
-    with open(path or reference_path(), newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+    """The rows of a published-measurements CSV (bounded, UTF-8, with the columns the comparison reads)."""
+    import io
+
+    from fitplan.inputs import MAX_TABLE_BYTES, read_text
+
+    where = str(path or reference_path())
+    text = read_text(where, "reference file", MAX_TABLE_BYTES)
+    if not text.strip():
+        raise PlanError(f"reference file {where}: the file is empty")
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        header = reader.fieldnames or []
+        missing = [c for c in COLUMNS if c not in header]
+        if missing:
+            raise PlanError(f"reference file {where}: missing column(s) {', '.join(missing)} "
+                            f"(a reference CSV has: {', '.join(COLUMNS)})")
+        out = []
+        for n, row in enumerate(reader, start=2):
+            if None in row or any(v is None for v in row.values()):
+                raise PlanError(f"reference file {where}: line {n}: {len(header)} columns expected")
+            out.append(row)
+    except csv.Error as exc:
+        raise PlanError(f"reference file {where}: not valid CSV ({exc})") from None
+    return out
 
 
 def measured_bytes(row: dict[str, str]) -> int:
@@ -140,7 +168,21 @@ def compare(path: str | Path | None = None) -> tuple[list[Comparison], list[tupl
     """Every expressible row beside the planner's like-for-like figure; and the skipped rows."""
     out, skipped = [], []
     for row in rows(path):
-        got = setup_for(row)
+        if row["method"] not in EXPRESSIBLE:
+            skipped.append((row["id"], f"method {row['method']!r} is not one the planner models"))
+            continue
+        if row["model"] not in MODELS:
+            skipped.append((row["id"], f"model {row['model']!r} maps to no preset here"))
+            continue
+        if row["gpu"] not in GPUS:
+            skipped.append((row["id"], f"GPU {row['gpu']!r} maps to no catalog GPU here"))
+            continue
+        try:
+            got = setup_for(row)
+            measured = measured_bytes(row)
+        except (PlanError, ValueError, AttributeError) as exc:
+            skipped.append((row["id"], f"its settings cannot be read ({exc})"))
+            continue
         if isinstance(got, str):
             skipped.append((row["id"], got))
             continue
@@ -151,8 +193,11 @@ def compare(path: str | Path | None = None) -> tuple[list[Comparison], list[tupl
         tensors = est.peak.tensors if gpus == 1 else per_gpu(est, Placement("fsdp", gpus)).per_gpu.tensors
         kind = "reserved" if "max_memory_reserved" in row["measured_kind"] else "allocated"
         planner = overhead.reserved(tensors) if kind == "reserved" else overhead.allocated(tensors)
+        if measured <= 0:
+            skipped.append((row["id"], f"measured_gb {row['measured_gb']!r} is not a positive figure"))
+            continue
         out.append(Comparison(row["id"], row["id"].split("-")[0], model.name, setup.method.name, words, kind,
-                              measured_bytes(row), planner, gpus))
+                              measured, planner, gpus))
     return out, skipped
 
 

@@ -105,6 +105,12 @@ def validate_command(values: dict[str, Any], mode: str, steps: int = 2, nproc: i
     """`plan validate`: one run (estimate beside measurement), or a sweep into a JSONL file."""
     settings = settings_from(values, mode, steps, nproc, sharding)
     mode = mode.strip().lower()
+    if settings.get("model") is not None and not sweep:
+        from fitplan.catalog import resolve_model
+
+        resolve_model(str(settings["model"]))   # an unknown model fails before torch is imported
+    if sweep and not out:
+        raise PlanError("--sweep needs --out FILE.jsonl for the records")
     from fitplan.validate import run as runner
     from fitplan.validate.measure import cuda_available
 

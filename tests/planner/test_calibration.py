@@ -60,7 +60,7 @@ def test_shipped_calibration_is_valid_and_applies_to_a100():
         ('{"schema": 99, "gpu": "a100-80"}', "schema 99 is newer than this fitplan reads"),
         ('{"schema": 1, "gpu": "x", "date": "d", "source": "s", "runs": 1, "overhead": {"workspace_bytes": -1, '
          '"reserve_fraction": 0.1, "reserve_bytes": 0, "context_bytes": 0, "band_fraction": 0.1}}', "must not be negative"),
-        ('{"schema": 1, "gpu": "x"}', "missing or malformed field"),
+        ('{"schema": 1, "gpu": "x"}', "missing field 'overhead'"),
         ('{"schema": 1, "colour": "blue"}', "unknown field(s) colour"),
     ],
 )
