@@ -189,6 +189,13 @@ def guarded(work: Callable[[], Any]) -> int:
         return fail("the input nests too deeply to read")
     except MemoryError:
         return fail("out of memory while planning; the input is too large")
+    except Exception as exc:  # noqa: BLE001 - a bug, not bad input: one line, and the traceback on request
+        import os
+
+        if type(exc).__module__.startswith("click") or os.environ.get("FITPLAN_DEBUG"):
+            raise   # click's usage errors: click prints them and exits 2
+        return fail(f"internal error ({type(exc).__name__}: {exc}); please report it with the command "
+                    "(FITPLAN_DEBUG=1 shows the traceback)", 1)
     return 0
 
 

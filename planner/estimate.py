@@ -52,6 +52,9 @@ class Template:
     optimizer_temporaries: int
     tied_extra: int
     head_gradients: int      # gradients that exist when backward reaches the last layer
+    early_gradients: int     # gradients the method makes at the start of backward (counted as temporaries)
+    transients: tuple[tuple[Size, Size], ...]  # a layer's forward moments: (saved so far, alive beyond it)
+    head_backward: Size      # what a method's output head makes in its backward beyond the logits' gradient
     forward_held: Size       # held by the model's output while the loss is computed
     input_leaf: Size         # the embedding output kept as a separate leaf (checkpointing, prompts)
     prompt_encoder: int      # P-tuning's encoder activations, alive until the very end of backward
@@ -62,8 +65,7 @@ class Template:
     top_gradients: int       # the top layer's gradients made by then
     layer_temps: tuple[Size, ...]  # alternatives for what is alive inside one layer's MLP backward
     layer_gradients: int     # one decoder layer's gradients
-    first: Size
-    later: Size
+    forms: act.LayerActivations   # layer 0, the later layers summed, the largest one, within and beyond windows
     checkpoint: Size
     outside: Size            # outside-the-layers saved set, as a form (see outside_form)
     outside_seq: int         # bytes per sequence position, independent of batch (rotary tables, position ids)
@@ -108,11 +110,12 @@ class Template:
         c, s = self.counts(seq_len, batch_size)
         T = c[0]
         L = shape.num_layers
-        later = self.later.bytes(*c)
+        first, later_all, largest = self.forms.at(s)
+        later = largest.bytes(*c)          # one later layer (the largest, where layers differ)
         if self.checkpointing:
             A = L * self.checkpoint.bytes(*c)
         else:
-            A = self.first.bytes(*c) + (L - 1) * later
+            A = first.bytes(*c) + later_all.bytes(*c)
         A += self.outside.bytes(*c) + self.outside_seq * s
         V = shape.vocab_size
         # log_softmax's fp32 output and the labels; Gemma-2's final soft-capping (tanh) saves its
@@ -122,9 +125,20 @@ class Template:
         # the final hidden states (lm_head's input) and, for prefix tuning, the cache of every
         # layer's keys and values with the prefix live in the model's output until the loss is read
         fwd_tr += self.forward_held.bytes(*c)
-        bwd_tr = self.loss_backward * T * V
+        bwd_tr = self.loss_backward * T * V + self.early_gradients
         W, Q, G, S = self.weights, self.quant_state, self.gradients, self.optimizer_states
         moments = [("forward", [W, Q, 0, S, A, loss, fwd_tr, 0]), ("backward", [W, Q, 0, S, A, loss, bwd_tr, 0])]
+        head_bwd = self.head_backward.bytes(*c)
+        if head_bwd:
+            # the head's backward: the loss's saved tensors gone, one fp32 gradient of the logits left,
+            # beside the head's own gradients (a trained head weight's) and every saved activation
+            moments.append(("backward", [W, Q, 0, S, A, 0, 4 * T * V + head_bwd + self.early_gradients, 0]))
+        transients = [(before.bytes(*c), alive.bytes(*c)) for before, alive in self.transients]
+        for before, alive in transients:
+            # a method's forward temporaries in the top layer: every lower layer's saved set (every
+            # checkpointed input, the top layer saving nothing then), and the top layer's so far
+            held = A - self.head_saved.bytes(*c) + (0 if self.checkpointing else before - later)
+            moments.append(("forward", [W, Q, 0, S, held, 0, alive, 0]))
         if self.checkpointing:
             # Recomputing one layer: at the last layer (backward's first) only the head's gradients
             # exist beside every checkpointed input; at layer 0 nearly all gradients exist beside one
@@ -138,19 +152,25 @@ class Template:
             # and a global one, and the last layers to go hold only the kind they use
             mask = self.a * c[3]
             ends = (
-                (self.head_gradients, L * one + tables + self.eager_masks * mask),
+                (self.head_gradients + self.mlp_side_gradients, L * one + tables + self.eager_masks * mask),
                 (self.head_gradients + (L - 1) * self.layer_gradients + self.mlp_side_gradients,
                  one + tables + min(self.eager_masks, 1) * mask),
             )
             for grads, held in ends:
-                moments.append(("backward", [W, Q, grads, S, held, 0,
-                                             later - self.top_freed.bytes(*c) + temps + self.tied_extra, 0]))
+                moments.append(("backward", [W, Q, grads, S, held, 0, later - self.top_freed.bytes(*c) + temps
+                                             + self.tied_extra + self.early_gradients, 0]))
+                for before, alive in transients:
+                    # the recomputed layer's forward at a method's temporaries: its own gradients not
+                    # yet made, its input already held as the checkpoint
+                    moments.append(("backward", [W, Q, grads - self.mlp_side_gradients, S, held, 0,
+                                                 before - one + alive + self.tied_extra + self.early_gradients, 0]))
         else:
             # the top layer's MLP backward: every activation but the head's and the loss's, the
             # head's gradients (a tied head's as a temporary until it is summed into the embedding's)
             held = A - self.head_saved.bytes(*c) - self.top_freed.bytes(*c)
             moments.append(("backward", [W, Q, self.head_gradients + self.top_gradients, S, held, 0,
-                                         max(x.bytes(*c) for x in self.layer_temps) + self.tied_extra, 0]))
+                                         max(x.bytes(*c) for x in self.layer_temps) + self.tied_extra
+                                         + self.early_gradients, 0]))
         moments.append(("backward", [W, Q, G, S, 0, 0, self.tied_extra, 0]))
         moments.append(("optimizer", [W, Q, G, S, 0, 0, self.optimizer_temporaries, 0]))
         return moments
@@ -203,7 +223,7 @@ def template(shape: ModelShape, setup: TrainingSetup) -> Template:
     # with checkpointing transformers makes the embedding's output require grad; where virtual
     # tokens are concatenated after it or learned positions are added to it, that output is a leaf
     # apart from layer 0's input (a trained embedding's output has a grad_fn: no separate leaf then)
-    if setup.checkpointing and not m.trains_base and (setup.virtual_tokens or shape.position_embeddings):
+    if setup.checkpointing and not (m.trains_base or m.trains_embedding) and (setup.virtual_tokens or shape.position_embeddings):
         per = r * shape.hidden_size
         input_leaf = Size(token=per, batch=-per * setup.virtual_tokens)
     if setup.checkpointing and shape.dropout > 0:
@@ -220,6 +240,9 @@ def template(shape: ModelShape, setup: TrainingSetup) -> Template:
         optimizer_temporaries=opt.optimizer_temporaries(groups, setup, shape.num_layers),
         tied_extra=tied_extra,
         head_gradients=head_grads,
+        early_gradients=m.early_gradients(shape, setup),
+        transients=forms.transients,
+        head_backward=m.head_backward_temporaries(shape, setup),
         forward_held=forward_held,
         prompt_encoder=m.encoder_form(shape, setup).const,
         mlp_side_gradients=mlp_side,
@@ -230,8 +253,7 @@ def template(shape: ModelShape, setup: TrainingSetup) -> Template:
         eager_masks=shape.eager_mask_kinds if setup.attention == "eager" else 0,
         input_leaf=input_leaf,
         layer_gradients=layer_grads // L,
-        first=forms.first,
-        later=forms.later,
+        forms=forms,
         checkpoint=forms.checkpoint,
         outside=outside,
         outside_seq=outside_seq,
@@ -243,7 +265,7 @@ def template(shape: ModelShape, setup: TrainingSetup) -> Template:
         prefix_tokens=setup.prefix_tokens,
         total_params=wt.total_params([g for g in groups if not g.added]),
         trainable_params=wt.trainable_params(groups),
-        saved_file_bytes=wt.saved_file_bytes(groups, full=m.trains_base),
+        saved_file_bytes=wt.saved_file_bytes(groups, full=m.trains_base) + m.extra_file_bytes(shape, setup),
     )
     if len(_TEMPLATES) > 4096:
         _TEMPLATES.clear()
@@ -318,7 +340,8 @@ def estimate(model: ModelEntry, setup: TrainingSetup, overhead: Overhead = DEFAU
         phases=phases,
         peak_phase=peak_phase,
         saved_file_bytes=t.saved_file_bytes,
-        layer_activation_bytes=(t.first.bytes(*c), t.later.bytes(*c)),
+        layer_activation_bytes=tuple(f.bytes(*c) for f in (t.forms.at(c[0] // max(setup.batch_size, 1))[0],
+                                                            t.forms.at(c[0] // max(setup.batch_size, 1))[2])),
         overhead=overhead,
         groups=t.groups,
         moments=tuple((p, MemoryBreakdown(*parts)) for p, parts in t.moments(setup.seq_len, setup.batch_size)),

@@ -21,7 +21,14 @@ from fitplan.methods.lora import target_matrices
 from fitplan.optimizers import NAMES as OPTIMIZERS
 from fitplan.request import Request
 from fitplan.result import MethodResult, Plan, Training
-from fitplan.setup import ATTENTIONS, DEVICES, PRECISIONS, QUANTS, TrainingSetup
+from fitplan.setup import (
+    ATTENTIONS,
+    DEVICES,
+    PRECISIONS,
+    QUANTS,
+    TrainingSetup,
+    method_fields,
+)
 from fitplan.sharding import OFFLOADS, STRATEGIES, Placement, Spread, per_gpu
 
 TYPE_CHECKING = False  # typing is not imported at run time: the cold start
@@ -180,9 +187,16 @@ class _Planner:
             num_virtual_tokens=r.value("num_virtual_tokens"), prefix_projection=bool(r.value("prefix_projection")),
             quant=quant, double_quant=bool(r.value("double_quant")), gpus=r.value("gpus"),
             kbit_upcast=bool(r.value("kbit_upcast")), transformers_major=transformers_major, assumed=r.assumed,
+            **method_fields(r.value),
         )
         if any("lora_targets" in m.options for m in methods):
             target_matrices(shape, setup.lora_targets)  # a bad target is bad input
+        if shape.note:
+            self.notes.append(shape.note)
+        for m in methods:
+            for note in m.notes(shape, setup):
+                if note not in self.notes:
+                    self.notes.append(note)
         return setup
 
     def _placement(self) -> Placement | None:

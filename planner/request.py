@@ -32,6 +32,26 @@ DEFAULTS: dict[str, Any] = {
     "quant": "nf4",
     "double_quant": True,
     "kbit_upcast": True,
+    "base": "none",              # the frozen base in the training dtype
+    "ia3_targets": None,         # peft's IA3 mapping for the model type
+    "vera_rank": 256,
+    "lokr_decompose_both": False,
+    "lokr_decompose_factor": -1,
+    "oft_block_size": 32,
+    "boft_block_size": 4,
+    "boft_block_num": 0,
+    "boft_n_butterfly_factor": 1,
+    "init_r": 12,
+    "target_r": 8,
+    "num_token_indices": 16,
+    "adapter_len": 10,
+    "adapter_layers": 0,         # the top 30 (the LLaMA-Adapter paper's), or every layer of a shallower model
+    "n_frequency": 1000,
+    "waveft_n_frequency": 2592,
+    "c3a_block_size": 256,
+    "road_variant": "road_1",
+    "road_group_size": 64,
+    "gralora_k": 2,
     "transformers": 5,
     "device": "cuda",
     "gpus": 1,
@@ -73,13 +93,37 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("model", "str", "Preset or alias (see `plan models`), or a config.json / its folder.", "NAME|PATH"),
     Option("gpu", "str", "GPU to fit on (see `plan gpus`).", "NAME"),
-    Option("method", "str", "full, lora, qlora, adapter, prefix, prompt or ptuning [default: all of them].", "METHOD"),
+    Option("method", "str", "full, lora, qlora, adapter, prefix, prompt, ptuning (the short table), dora, ia3, vera, "
+                            "loha, lokr, adalora, oft, boft, ln-tuning, trainable-tokens, llama-adapter, fourierft, hra, "
+                            "miss, c3a, road, shira, delora, gralora, waveft, or all [default: the short table].", "METHOD"),
     Option("lora_rank", "int", "LoRA / QLoRA rank [default: 16].", "R"),
-    Option("lora_targets", "str", "Module names, roles (q,k,v,o,gate,up,down) or all-linear [default: q,v].", "T"),
+    Option("lora_targets", "str", "Module names, roles (q,k,v,o,gate,up,down), lm_head (LoRA, QLoRA) or all-linear "
+                                  "[default: q,v].", "T"),
     Option("lora_dropout", "float", "LoRA dropout: a saved mask per target [default: 0].", "P"),
     Option("adapter_size", "int", "Bottleneck width of Houlsby adapters [default: 64].", "N"),
     Option("num_virtual_tokens", "int", "Prefix, prompt and P-tuning tokens [default: 20].", "N"),
     Option("prefix_projection", "switch", "Prefix tuning's reparameterisation MLP [default: off]."),
+    Option("base", "str", "LoRA-family methods: the frozen base's storage: none (the training dtype), gptq-int4, "
+                          "gptq-int8, awq, hqq, fp8, bnb-int8, nf4 or fp4 [default: none].", "B"),
+    Option("ia3_targets", "str", "IA3 target modules or roles [default: peft's mapping for the model type].", "T"),
+    Option("vera_rank", "int", "VeRA rank of the shared projections [default: 256].", "R"),
+    Option("lokr_decompose_both", "switch", "LoKr: factor the left Kronecker factor too [default: off]."),
+    Option("lokr_decompose_factor", "int", "LoKr factorization target, -1 for the square root [default: -1].", "F"),
+    Option("oft_block_size", "int", "OFT rotation block size [default: 32].", "B"),
+    Option("boft_block_size", "int", "BOFT block size (0 with --boft-block-num) [default: 4].", "B"),
+    Option("boft_block_num", "int", "BOFT number of blocks (0: from the block size) [default: 0].", "N"),
+    Option("boft_n_butterfly_factor", "int", "BOFT butterfly factors (1 without peft's CUDA extension) [default: 1].", "N"),
+    Option("init_r", "int", "AdaLoRA initial rank, kept in memory [default: 12].", "R"),
+    Option("target_r", "int", "AdaLoRA average target rank [default: 8].", "R"),
+    Option("num_token_indices", "int", "Trainable tokens: how many token ids train [default: 16].", "N"),
+    Option("adapter_len", "int", "LLaMA-Adapter prompt length [default: 10].", "N"),
+    Option("adapter_layers", "int", "LLaMA-Adapter layers from the top (0: the top 30, or all) [default: 0].", "N"),
+    Option("n_frequency", "int", "FourierFT spectral coefficients per module [default: 1000].", "N"),
+    Option("waveft_n_frequency", "int", "WaveFT wavelet coefficients per module [default: 2592].", "N"),
+    Option("c3a_block_size", "int", "C3A circulant block size [default: 256].", "B"),
+    Option("road_variant", "str", "RoAD variant: road_1, road_2 or road_4 [default: road_1].", "V"),
+    Option("road_group_size", "int", "RoAD group size [default: 64].", "N"),
+    Option("gralora_k", "int", "GraLoRA sub-blocks per side [default: 2].", "K"),
     Option("seq_len", "int", "Tokens per sequence [default: 2048].", "N"),
     Option("batch_size", "int", "Micro batch per GPU [default: 1].", "N"),
     Option("precision", "str", "fp32, bf16, fp16, bf16-mixed, fp16-mixed or bf16-master [default: bf16].", "P"),
@@ -142,6 +186,26 @@ class Request:
     quant: str | None = None
     double_quant: bool | None = None
     kbit_upcast: bool | None = None
+    base: str | None = None
+    ia3_targets: str | None = None
+    vera_rank: int | None = None
+    lokr_decompose_both: bool | None = None
+    lokr_decompose_factor: int | None = None
+    oft_block_size: int | None = None
+    boft_block_size: int | None = None
+    boft_block_num: int | None = None
+    boft_n_butterfly_factor: int | None = None
+    init_r: int | None = None
+    target_r: int | None = None
+    num_token_indices: int | None = None
+    adapter_len: int | None = None
+    adapter_layers: int | None = None
+    n_frequency: int | None = None
+    waveft_n_frequency: int | None = None
+    c3a_block_size: int | None = None
+    road_variant: str | None = None
+    road_group_size: int | None = None
+    gralora_k: int | None = None
     transformers: int | None = None
     device: str | None = None
     gpus: int | None = None
@@ -170,7 +234,7 @@ class Request:
 
     def given(self, name: str) -> bool:
         """Whether the user chose this option (rather than leaving its default)."""
-        return getattr(self, name) is not None
+        return getattr(self, name, None) is not None
 
     def value(self, name: str) -> Any:
         """The option's value: the user's, else the default."""

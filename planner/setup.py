@@ -16,12 +16,42 @@ PRECISIONS = ("fp32", "bf16", "fp16", "bf16-mixed", "fp16-mixed", "bf16-master")
 ATTENTIONS = ("eager", "sdpa", "flash")
 DEVICES = ("cuda", "cpu")
 QUANTS = ("nf4", "fp4")
+# the frozen base of LoRA-family methods: "none" keeps it in the training dtype; the rest are the
+# quantized layouts of fitplan.dtypes.QUANTIZED_BASES (nf4 and fp4 as QLoRA stores them)
+BASES = ("none", "gptq-int4", "gptq-int8", "awq", "hqq", "fp8", "bnb-int8", "nf4", "fp4")
+
+# the options of the peft methods beyond the seeds' (TrainingSetup fields under the request's names)
+METHOD_FIELDS = (
+    "base", "ia3_targets", "vera_rank", "lokr_decompose_both", "lokr_decompose_factor", "oft_block_size",
+    "boft_block_size", "boft_block_num", "boft_n_butterfly_factor", "init_r", "target_r", "num_token_indices",
+    "adapter_len", "adapter_layers", "n_frequency", "waveft_n_frequency", "c3a_block_size", "road_variant",
+    "road_group_size", "gralora_k",
+)
+
+
+def method_fields(value: Any) -> dict[str, Any]:
+    """The ``TrainingSetup`` keywords of ``METHOD_FIELDS`` from a request's ``value(name)`` (a comma list
+    of IA3 targets becomes a tuple; text choices are lower-cased)."""
+    out: dict[str, Any] = {}
+    for name in METHOD_FIELDS:
+        v = value(name)
+        if v is None:
+            continue
+        if name == "ia3_targets":
+            v = tuple(p.strip() for p in str(v).replace(" ", ",").split(",") if p.strip())
+        elif name in ("base", "road_variant"):
+            v = str(v).strip().lower()
+        out[name] = v
+    return out
+
 
 # Limits that catch typos and absurd input before any arithmetic (bytes stay well inside int64).
 MAX_SEQ_LEN = 10_000_000
 MAX_BATCH = 1_000_000
 MAX_RANK = 65_536
 MAX_GPUS = 100_000
+MAX_LAYERS = 10_000
+ROAD_VARIANTS = ("road_1", "road_2", "road_4")
 
 
 @frozen
@@ -65,6 +95,28 @@ class TrainingSetup:
     foreach: bool | None = None  # None: the device's default (foreach on CUDA, single-tensor on CPU)
     kbit_upcast: bool = True     # qlora: prepare_model_for_kbit_training upcasts non-4-bit parameters to fp32
     transformers_major: int = 5  # 4: the transformers 4 stack (per-expert Linear MoE, an extra fp32 logits copy)
+    # ---- options of the other peft methods, under peft's names (each read by the methods naming
+    # it in Method.options; defaults are peft 0.21's own)
+    base: str = "none"             # LoRA-family methods: the frozen base's storage (BASES)
+    ia3_targets: tuple[str, ...] = ()  # IA3's target_modules; () = peft's mapping for the model type
+    vera_rank: int = 256           # VeraConfig.r
+    lokr_decompose_both: bool = False  # LoKrConfig.decompose_both
+    lokr_decompose_factor: int = -1    # LoKrConfig.decompose_factor
+    oft_block_size: int = 32       # OFTConfig.oft_block_size
+    boft_block_size: int = 4       # BOFTConfig.boft_block_size
+    boft_block_num: int = 0        # BOFTConfig.boft_block_num (0: from the block size)
+    boft_n_butterfly_factor: int = 1   # BOFTConfig.boft_n_butterfly_factor
+    init_r: int = 12               # AdaLoraConfig.init_r (the rank kept in memory)
+    target_r: int = 8              # AdaLoraConfig.target_r (the average rank saved)
+    num_token_indices: int = 16    # len(TrainableTokensConfig.token_indices)
+    adapter_len: int = 10          # AdaptionPromptConfig.adapter_len (LLaMA-Adapter)
+    adapter_layers: int = 0        # AdaptionPromptConfig.adapter_layers; 0: the paper's top 30, or every layer of a shallower model
+    n_frequency: int = 1000        # FourierFTConfig.n_frequency
+    waveft_n_frequency: int = 2592 # WaveFTConfig.n_frequency
+    c3a_block_size: int = 256      # C3AConfig.block_size
+    road_variant: str = "road_1"   # RoadConfig.variant
+    road_group_size: int = 64      # RoadConfig.group_size
+    gralora_k: int = 2             # GraloraConfig.gralora_k
     assumed: tuple[str, ...] = field(default=(), compare=False)  # options the user did not set
 
     def __post_init__(self) -> None:
@@ -79,6 +131,10 @@ class TrainingSetup:
             raise unknown_choice("device", self.device, DEVICES)
         if self.quant not in QUANTS:
             raise unknown_choice("quantization", self.quant, QUANTS)
+        if self.base not in BASES:
+            raise unknown_choice("base", self.base, BASES)
+        if self.road_variant not in ROAD_VARIANTS:
+            raise unknown_choice("road variant", self.road_variant, ROAD_VARIANTS)
         for name, limit in (
             ("seq_len", MAX_SEQ_LEN),
             ("batch_size", MAX_BATCH),
@@ -86,6 +142,19 @@ class TrainingSetup:
             ("adapter_size", MAX_RANK),
             ("num_virtual_tokens", MAX_SEQ_LEN),
             ("gpus", MAX_GPUS),
+            ("vera_rank", MAX_RANK),
+            ("oft_block_size", MAX_RANK),
+            ("boft_block_size", MAX_RANK),
+            ("boft_n_butterfly_factor", 64),
+            ("init_r", MAX_RANK),
+            ("target_r", MAX_RANK),
+            ("num_token_indices", MAX_SEQ_LEN),
+            ("adapter_len", MAX_SEQ_LEN),
+            ("n_frequency", MAX_SEQ_LEN),
+            ("waveft_n_frequency", MAX_SEQ_LEN),
+            ("c3a_block_size", MAX_RANK),
+            ("road_group_size", MAX_RANK),
+            ("gralora_k", MAX_RANK),
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -100,6 +169,18 @@ class TrainingSetup:
             raise PlanError(f"lora-dropout must be in [0, 1), got {self.lora_dropout}")
         if not self.lora_targets:
             raise PlanError("lora-targets must name at least one module (or 'all-linear')")
+        if isinstance(self.boft_block_num, bool) or not isinstance(self.boft_block_num, int) or self.boft_block_num < 0:
+            raise PlanError(f"boft-block-num must be a whole number, 0 or more, got {self.boft_block_num!r}")
+        if not isinstance(self.lokr_decompose_factor, int) or isinstance(self.lokr_decompose_factor, bool) \
+                or (self.lokr_decompose_factor < 1 and self.lokr_decompose_factor != -1):
+            raise PlanError(f"lokr-decompose-factor must be -1 (none) or a positive whole number, "
+                            f"got {self.lokr_decompose_factor!r}")
+        if isinstance(self.adapter_layers, bool) or not isinstance(self.adapter_layers, int) \
+                or not 0 <= self.adapter_layers <= MAX_LAYERS:
+            raise PlanError(f"adapter-layers must be a whole number from 0 (the default: the top 30) to {MAX_LAYERS}, "
+                            f"got {self.adapter_layers!r}")
+        if self.target_r > self.init_r:
+            raise PlanError(f"target-r ({self.target_r}) must not exceed init-r ({self.init_r}): AdaLoRA only prunes")
         if self.attention == "flash" and self.device == "cpu":
             raise PlanError("attention 'flash' (FlashAttention 2) needs a CUDA device; use 'sdpa' or 'eager' on cpu")
         if self.checkpointing and self.method.checkpointing_refused:
@@ -108,7 +189,7 @@ class TrainingSetup:
     # ---- derived facts ----------------------------------------------------------------
     @property
     def checkpointing(self) -> bool:
-        return self.method.checkpointing_default if self.grad_ckpt is None else self.grad_ckpt
+        return self.method.default_checkpointing(self) if self.grad_ckpt is None else self.grad_ckpt
 
     @property
     def mixed(self) -> bool:
@@ -156,6 +237,7 @@ class TrainingSetup:
         out = {name: getattr(self, name) for name in fields(self) if name != "assumed"}
         out["method"] = self.method.name
         out["lora_targets"] = list(self.lora_targets)
+        out["ia3_targets"] = list(self.ia3_targets)
         out["grad_ckpt"] = self.checkpointing
         out["foreach"] = self.uses_foreach
         return out

@@ -38,13 +38,13 @@ from fitplan.catalog import ModelEntry, resolve_model
 from fitplan.errors import PlanError
 from fitplan.estimate import estimate
 from fitplan.records import SCHEMA, append_record, now, read_records, settings_key
-from fitplan.setup import TrainingSetup
+from fitplan.setup import METHOD_FIELDS, TrainingSetup
 from fitplan.validate.env import device_info, library_versions
 
 SETUP_KEYS = (
     "method", "seq_len", "batch_size", "precision", "optimizer", "grad_ckpt", "attention", "lora_rank",
     "lora_targets", "lora_dropout", "adapter_size", "num_virtual_tokens", "prefix_projection", "quant",
-    "double_quant", "foreach", "kbit_upcast", "transformers_major",
+    "double_quant", "foreach", "kbit_upcast", "transformers_major", *METHOD_FIELDS,
 )
 RUN_KEYS = ("model", "mode", "steps", "nproc", "sharding")
 

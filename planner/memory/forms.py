@@ -42,6 +42,10 @@ class Size:
             self.bmask + other.bmask, self.batch + other.batch,
         )
 
+    def scaled(self, n: int) -> Size:
+        """The form ``n`` times (``n`` layers alike)."""
+        return Size(self.token * n, self.score * n, self.mask * n, self.const * n, self.bmask * n, self.batch * n)
+
     def bytes(self, tokens: int, scores: int, mask: int, bmask: int = 0, batch: int = 0) -> int:
         return (
             self.token * tokens + self.score * scores + self.mask * mask + self.const

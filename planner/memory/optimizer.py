@@ -60,6 +60,8 @@ def parameter_order(groups: Sequence[TensorGroup], layers: int) -> list[int]:
         layer += [nbytes(g.numel, g.storage) for g in per_layer if g.count // layers > rep]
     out = [nbytes(g.numel, g.storage) for g in head for _ in range(g.count)]
     out += layer * layers
+    # groups that only some layers hold (a hybrid's attention layers) follow, their layers' share
+    out += [nbytes(g.numel, g.storage) for g in per_layer for _ in range(g.count % layers)]
     out += [nbytes(g.numel, g.storage) for g in tail for _ in range(g.count)]
     return out
 

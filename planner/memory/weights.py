@@ -36,5 +36,6 @@ def total_params(groups: Sequence[TensorGroup]) -> int:
 
 
 def saved_file_bytes(groups: Sequence[TensorGroup], full: bool) -> int:
-    """What training saves: the whole model for full fine-tuning, else only the added tensors."""
-    return sum(g.data_bytes() for g in groups if (g.trainable if full else g.added))
+    """What training saves: the whole model for full fine-tuning, else the added tensors the adapter
+    file holds (peft's ``get_peft_model_state_dict``: parameters and persistent buffers)."""
+    return sum(g.data_bytes() for g in groups if (g.trainable if full else g.added and g.in_file))

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fitplan.architecture import ModelShape
-from fitplan.dtypes import four_bit_bytes, nbytes
+from fitplan.dtypes import four_bit_bytes, nbytes, quantized_state_bytes
 from fitplan.frozen import frozen
 from fitplan.memory.forms import Size
 
@@ -40,8 +40,11 @@ class TensorGroup:
     numel: int
     storage: str          # a dtype name: fp32, bf16, fp16, nf4, fp4
     trainable: bool
-    added: bool = False   # added by the method (what an adapter file holds)
+    added: bool = False   # added by the method (what an adapter file holds, unless in_file is off)
     factored: int = 0     # elements of Adafactor's row + column statistics; 0 for 1-D tensors
+    layered: bool = False  # held by decoder layers (some of them, where layers differ)
+    in_file: bool = True  # an added tensor the adapter file holds (off: a non-persistent buffer)
+    in_features: int = 0  # a linear weight's input width (quantized layouts group along it)
 
     @property
     def elements(self) -> int:
@@ -52,14 +55,15 @@ class TensorGroup:
         return self.count * nbytes(self.numel, self.storage)
 
     def quant_state_bytes(self, double_quant: bool) -> int:
-        """Bytes of bitsandbytes' quantization state (absmax, nested absmax, code books)."""
-        if self.storage not in ("nf4", "fp4"):
-            return 0
-        return self.count * (four_bit_bytes(self.numel, double_quant=double_quant) - nbytes(self.numel, self.storage))
+        """Bytes of the quantization state: bitsandbytes' 4-bit absmax, nested absmax and code books, or
+        a quantized base's scales, zeros and indices (``fitplan.dtypes.quantized_state_bytes``)."""
+        if self.storage in ("nf4", "fp4"):
+            return self.count * (four_bit_bytes(self.numel, double_quant=double_quant) - nbytes(self.numel, self.storage))
+        return self.count * quantized_state_bytes(self.storage, self.numel, self.in_features)
 
     def per_layer(self, layers: int) -> bool:
-        """Whether the group repeats in every decoder layer."""
-        return self.count >= layers and self.count % layers == 0
+        """Whether the group sits in the decoder layers (every layer's, or some layers' where they differ)."""
+        return self.layered or (self.count >= layers and self.count % layers == 0)
 
 
 StorageOf = Callable[[str, str, bool], str]
@@ -71,7 +75,6 @@ def base_groups(shape: ModelShape, storage_of: StorageOf, trainable: bool) -> li
     ``storage_of(kind, role, is_linear)`` picks each group's storage type; kind is one of
     ``embedding``, ``position``, ``weight``, ``bias``, ``norm``, ``head``.
     """
-    L = shape.num_layers
     h, V = shape.hidden_size, shape.vocab_size
     groups = [
         TensorGroup("embed_tokens", 1, shape.embedding_params, storage_of("embedding", "", False), trainable, factored=V + h)
@@ -84,19 +87,29 @@ def base_groups(shape: ModelShape, storage_of: StorageOf, trainable: bool) -> li
             )
         )
     for m in shape.matrices:
+        n_layers = shape.held_by(m)
         groups.append(
             TensorGroup(
-                f"{m.name}.weight", L, m.weight_numel, storage_of("weight", m.role, m.is_linear), trainable,
-                factored=m.copies * (m.in_features + m.out_features),
+                f"{m.name}.weight", n_layers, m.weight_numel, m.dtype or storage_of("weight", m.role, m.is_linear),
+                trainable, factored=m.copies * (m.in_features + m.out_features), layered=True,
+                in_features=m.in_features,
             )
         )
         if m.bias:
-            groups.append(TensorGroup(f"{m.name}.bias", L, m.bias_numel, storage_of("bias", m.role, m.is_linear), trainable))
+            groups.append(TensorGroup(f"{m.name}.bias", n_layers, m.bias_numel,
+                                      m.dtype or storage_of("bias", m.role, m.is_linear), trainable, layered=True))
     for n in shape.norms:
         storage = storage_of("norm", "", False)
-        groups.append(TensorGroup(f"{n.name}.weight", L * n.copies, n.size, storage, trainable))
+        groups.append(TensorGroup(f"{n.name}.weight", shape.held_by(n) * n.copies, n.size, storage, trainable,
+                                  layered=True))
         if n.bias:
-            groups.append(TensorGroup(f"{n.name}.bias", L * n.copies, n.size, storage, trainable))
+            groups.append(TensorGroup(f"{n.name}.bias", shape.held_by(n) * n.copies, n.size, storage, trainable,
+                                      layered=True))
+    if shape.embedding_norm is not None:
+        en = shape.embedding_norm
+        groups.append(TensorGroup(f"{en.name}.weight", 1, en.size, storage_of("norm", "", False), trainable))
+        if en.bias:
+            groups.append(TensorGroup(f"{en.name}.bias", 1, en.size, storage_of("norm", "", False), trainable))
     fn = shape.final_norm
     groups.append(TensorGroup(f"{fn.name}.weight", 1, fn.size, storage_of("norm", "", False), trainable))
     if fn.bias:
@@ -123,6 +136,8 @@ class Method:
             virtual tokens are prepended to it).
         checkpointing_default: gradient checkpointing is on unless the user says otherwise.
         checkpointing_refused: why the method cannot checkpoint, or None.
+        trains_embedding: the input embedding's output depends on trained tensors (it has a grad_fn,
+            so checkpointing keeps no separate leaf of it).
         quantized_base: the frozen base is loaded quantized (the validator saves a random model and
             reloads it quantized; fake tensors cannot run it).
         saved_kind: what training writes.
@@ -137,6 +152,7 @@ class Method:
     checkpointing_default: ClassVar[bool] = False
     checkpointing_refused: ClassVar[str | None] = None
     quantized_base: ClassVar[bool] = False
+    trains_embedding: ClassVar[bool] = False
     saved_kind: ClassVar[str] = "adapter file"
 
     def __str__(self) -> str:
@@ -163,6 +179,18 @@ class Method:
         return sum(g.elements for g in self.tensors(shape, setup) if g.trainable)
 
     # ---- the forward pass ------------------------------------------------------------------
+    def extra_file_bytes(self, shape: ModelShape, setup: TrainingSetup) -> int:
+        """Bytes the adapter file holds beyond the added tensors (copies of base weights, index tables)."""
+        return 0
+
+    def notes(self, shape: ModelShape, setup: TrainingSetup) -> tuple[str, ...]:
+        """Lines the output should show about this method's figures (where a layout comes from)."""
+        return ()
+
+    def default_checkpointing(self, setup: TrainingSetup) -> bool:
+        """Gradient checkpointing unless the user says otherwise (a quantized base's loader may turn it on)."""
+        return self.checkpointing_default
+
     def activation_bytes(self, setup: TrainingSetup) -> int:
         """Bytes per element of the activations the layers compute (the compute dtype's)."""
         return 4 if setup.compute_dtype == "fp32" else 2
@@ -180,6 +208,30 @@ class Method:
         output need a gradient."""
         return False
 
+    def trace_attention_output(self, trace: Trace, x: TraceTensor, out: TraceTensor) -> TraceTensor:
+        """What follows the attention's output projection (input ``x``: the attention block's normed
+        input): LLaMA-Adapter's gated prompt attention."""
+        return out
+
+    def frozen_layers(self, shape: ModelShape, setup: TrainingSetup) -> int:
+        """Bottom decoder layers that no gradient reaches (they save nothing without checkpointing);
+        the lowest layer the method reaches is then traced as layer 0 (its input needs no gradient)."""
+        return 0
+
+    def trace_head(self, trace: Trace, y: TraceTensor) -> None:
+        """Save what the method adds at the output head (input ``y``, the final norm's output); freed
+        by the head's backward, at the start of backward."""
+
+    def head_backward_temporaries(self, shape: ModelShape, setup: TrainingSetup) -> Size:
+        """What the output head's backward makes beyond the logits' gradient (a trained head weight's
+        gradient), beside every saved activation; nothing for a frozen head."""
+        return Size()
+
+    def trains_norm(self, shape: ModelShape, setup: TrainingSetup, name: str) -> bool:
+        """Whether the method trains the weight of the norm called ``name`` (a decoder layer's, as
+        ``ModelShape.norms`` names them, or the final norm's)."""
+        return False
+
     def trace_block_output(self, trace: Trace, out: TraceTensor) -> TraceTensor:
         """What follows an attention or MLP block's output (an adapter, for instance)."""
         return out
@@ -193,6 +245,11 @@ class Method:
         """Activations of a method's own encoder run once per step, saved until the end of backward."""
         return Size()
 
+    def early_gradients(self, shape: ModelShape, setup: TrainingSetup) -> int:
+        """Bytes of gradients made at the very start of backward, before any layer's, and kept to its
+        end (a loss term computed from the adapter weights themselves: AdaLoRA's regulariser)."""
+        return 0
+
     def mlp_first_gradients(self, shape: ModelShape, setup: TrainingSetup, layer_gradient_bytes: int) -> int:
         """Gradient bytes a layer makes before its MLP backward peaks (of ``layer_gradient_bytes``)."""
         return 0
@@ -200,6 +257,12 @@ class Method:
     def mlp_tail(self, shape: ModelShape, setup: TrainingSetup) -> Size:
         """What the method saves after the MLP, freed before the MLP's backward peaks."""
         return Size()
+
+    def trace_experts(self, trace: Trace, gate_up: Matrix, down: Matrix, x_rg: bool) -> tuple[bool, bool]:
+        """Whether the method makes a MoE layer's fused expert weights need a gradient (LoRA's
+        ParamWrapper), saving what that adds (``x_rg``: the experts' input needs a gradient); the
+        base's own training is the trace's."""
+        return False, False
 
     def layer_backward_temporaries(self, shape: ModelShape, setup: TrainingSetup, gated: Size) -> tuple[Size, ...]:
         """Alternatives for what is alive inside one layer's MLP backward; ``gated`` is the plain

@@ -18,11 +18,20 @@ from fitplan.architecture import (
     ATTN_Q,
     ATTN_QKV,
     ATTN_V,
+    ROUTER,
     Matrix,
     ModelShape,
 )
+from fitplan.dtypes import nbytes
 from fitplan.errors import PlanError
-from fitplan.methods.base import ADAPTER_DTYPE, Method, TensorGroup
+from fitplan.families.moe import MLA_KVB
+from fitplan.memory.forms import Size
+from fitplan.methods import experts
+from fitplan.methods.base import ADAPTER_DTYPE, Method, StorageOf, TensorGroup
+from fitplan.methods.bases import note as base_note
+from fitplan.methods.bases import quantization_config as bases_config
+from fitplan.methods.bases import quantized_base
+from fitplan.methods.targets import peft_names
 
 TYPE_CHECKING = False  # typing is not imported at run time: the cold start
 
@@ -34,8 +43,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _ROLE_ALIASES = {
     "q": (ATTN_Q, ATTN_QKV),
-    "k": (ATTN_K, ATTN_QKV),
-    "v": (ATTN_V, ATTN_QKV),
+    "k": (ATTN_K, ATTN_QKV, MLA_KVB),    # latent attention's kv_b_proj makes keys and values
+    "v": (ATTN_V, ATTN_QKV, MLA_KVB),
     "o": (ATTN_O,),
     "qkv": (ATTN_QKV,),
     "gate": ("gate", "gate_up"),
@@ -57,40 +66,205 @@ def target_matrices(shape: ModelShape, targets: tuple[str, ...]) -> tuple[Matrix
     """
     linears = [m for m in shape.matrices if m.is_linear]
     if any(t == "all-linear" for t in targets):
-        return tuple(linears)
+        return _runnable(shape, tuple(linears))
+    targets = tuple(t for t in targets if t != HEAD)    # the output head: LoRA's own (LoRA.head_targeted)
     chosen = []
     for target in targets:
-        hits = [m for m in linears if m.name == target]
+        # peft matches a module name or its dotted suffix
+        hits = [m for m in linears if m.name == target or m.name.endswith("." + target)]
         if not hits and target in _ROLE_ALIASES:
             roles = _ROLE_ALIASES[target]
             hits = [m for m in linears if m.role in roles]
+        if not hits and experts.accepts(shape, target):
+            continue        # a v4 expert or router name peft converts (fitplan.methods.experts)
         if not hits:
-            valid = sorted({*(m.name for m in linears), "all-linear", "q", "k", "v", "o", "gate", "up", "down"})
+            valid = sorted({*(m.name for m in linears), "all-linear", "q", "k", "v", "o", "gate", "up", "down", HEAD})
             raise PlanError(
                 f"LoRA target {target!r} matches no linear module of {shape.name} ({shape.model_type}). "
                 f"Valid: {', '.join(valid)}"
             )
         chosen.extend(hits)
     # keep layer order, each matrix once (c_proj appears twice in gpt2 under one name: both match)
-    return tuple(m for m in shape.matrices if any(m is c for c in chosen))
+    return _runnable(shape, tuple(m for m in shape.matrices if any(m is c for c in chosen)))
+
+
+def _runnable(shape: ModelShape, chosen: tuple[Matrix, ...]) -> tuple[Matrix, ...]:
+    """``chosen``, or the refusal where peft's wrapper cannot run the module.
+
+    Raises:
+        PlanError: a router that subclasses ``nn.Linear`` but returns a tuple (Llama 4's): peft's
+            ``lora.Linear`` fails on it ("'tuple' object has no attribute 'dtype'", measured with peft
+            0.21.2 and transformers 5.24).
+    """
+    routers = [m.name for m in chosen if m.role == ROUTER]
+    if routers:
+        others = sorted({m.name.rsplit(".", 1)[-1] for m in chosen if m.role != ROUTER})
+        raise PlanError(f"LoRA on {shape.model_type}'s router ({', '.join(routers)}) fails in peft 0.21: the "
+                        "router subclasses nn.Linear but returns a tuple; name the other modules instead, "
+                        f"e.g. --lora-targets {','.join(others)}")
+    return chosen
+
+
+HEAD = "lm_head"   # a target outside the decoder layers: LoRA on the output head (not in all-linear)
 
 
 class LoRA(Method):
     name = "lora"
     title = "LoRA"
     strength = 5
-    options = frozenset({"lora_rank", "lora_targets", "lora_dropout"})
+    options = frozenset({"lora_rank", "lora_targets", "lora_dropout", "base"})
+
+    # ---- a quantized base (--base; fitplan.methods.bases): nf4 or fp4 is QLoRA's
+    def base_storage(self, setup: TrainingSetup) -> StorageOf:
+        qb = quantized_base(setup)
+        if qb is None:
+            return super().base_storage(setup)
+        from fitplan.methods.qlora import quantized
+
+        other = "fp32" if qb.upcast and setup.kbit_upcast else setup.weight_dtype
+
+        def storage(kind: str, role: str, is_linear: bool) -> str:
+            if kind == "weight" and quantized(role, is_linear, setup.transformers_major):
+                return qb.storage
+            return other   # prepare_model_for_kbit_training's upcast (utils/other.py 197-209)
+
+        return storage
+
+    def activation_bytes(self, setup: TrainingSetup) -> int:
+        qb = quantized_base(setup)
+        if qb is not None and qb.upcast and setup.kbit_upcast:
+            return 4       # the fp32 embedding's output flows through every layer
+        return super().activation_bytes(setup)
+
+    def default_checkpointing(self, setup: TrainingSetup) -> bool:
+        qb = quantized_base(setup)
+        return qb.checkpointing if qb is not None else super().default_checkpointing(setup)
+
+    def layer_backward_temporaries(self, shape: ModelShape, setup: TrainingSetup, gated: Size) -> tuple[Size, ...]:
+        qb = quantized_base(setup)
+        if qb is None:
+            alternatives = super().layer_backward_temporaries(shape, setup, gated)
+        else:
+            from fitplan.methods.qlora import dequant_temporaries
+
+            compute = setup.activation_bytes if qb.dequant_in_input_dtype else (4 if setup.compute_dtype == "fp32" else 2)
+            alternatives = dequant_temporaries(shape, setup, gated, compute)
+        wrapped = self.wrapped_parameters(shape, setup)
+        folded = [self._effective_weight_bytes(m, setup) for m in shape.matrices
+                  if id(m) in wrapped and m.role != ROUTER]
+        if folded:
+            # a wrapped expert tensor's backward makes the folded weight's full gradient first
+            alternatives = (*alternatives, gated + Size(const=max(folded)))
+        return alternatives
+
+    def mlp_tail(self, shape: ModelShape, setup: TrainingSetup) -> Size:
+        qb = quantized_base(setup)
+        if qb is not None and qb.saves_input:
+            down = shape.matrix("down")
+            # the down projection's kept input, freed by its backward before the MLP's backward peaks
+            return Size(token=setup.activation_bytes * down.in_features) if down else Size()
+        return super().mlp_tail(shape, setup)
+
+    def notes(self, shape: ModelShape, setup: TrainingSetup) -> tuple[str, ...]:
+        qb = quantized_base(setup)
+        return () if qb is None else (base_note(qb),)
+
+    def quantization_config(self, setup: TrainingSetup) -> Any:
+        qb = quantized_base(setup)
+        return None if qb is None else bases_config(qb, setup)
+
+    def targets(self, shape: ModelShape, setup: TrainingSetup) -> tuple[Matrix, ...]:
+        """The ``nn.Linear`` matrices the method wraps (fused expert parameters: ``wrapped_parameters``)."""
+        return self._resolved(shape, setup)[0]
+
+    def wrapped_parameters(self, shape: ModelShape, setup: TrainingSetup) -> dict[int, int]:
+        """Fused expert and router parameters peft wraps (``fitplan.methods.experts``): id -> rank multiplier."""
+        return self._resolved(shape, setup)[1]
+
+    def _resolved(self, shape: ModelShape, setup: TrainingSetup) -> tuple[tuple[Matrix, ...], dict[int, int], tuple[str, ...]]:
+        modules = target_matrices(shape, setup.lora_targets)
+        return experts.convert(shape, modules, set(setup.lora_targets), "all-linear" in setup.lora_targets)
+
+    def head_targeted(self, setup: TrainingSetup) -> bool:
+        """LoRA on ``lm_head`` (peft's ``lora.Linear`` on the output head, ``tuners/lora/layer.py`` 1100-1108)."""
+        return HEAD in setup.lora_targets and "all-linear" not in setup.lora_targets
 
     def added_tensors(self, shape: ModelShape, setup: TrainingSetup) -> list[TensorGroup]:
-        r, L = setup.lora_rank, shape.num_layers
-        out = []
-        for m in target_matrices(shape, setup.lora_targets):
-            out.append(TensorGroup(f"{m.name}.lora_A", L, r * m.in_features, ADAPTER_DTYPE, True, True, r + m.in_features))
-            out.append(TensorGroup(f"{m.name}.lora_B", L, m.out_features * r, ADAPTER_DTYPE, True, True, m.out_features + r))
+        r = setup.lora_rank
+        out = self.head_tensors(shape, setup)
+        for m in self.targets(shape, setup):
+            n = shape.held_by(m)
+            out.append(TensorGroup(f"{m.name}.lora_A", n, r * m.in_features, ADAPTER_DTYPE, True, True, r + m.in_features,
+                                   layered=True))
+            out.append(TensorGroup(f"{m.name}.lora_B", n, m.out_features * r, ADAPTER_DTYPE, True, True, m.out_features + r,
+                                   layered=True))
+        wrapped = self.wrapped_parameters(shape, setup)
+        for m in shape.matrices:
+            if id(m) in wrapped:
+                # ParamWrapper: lora_A [E x rank, in], lora_B [out, E x rank] (E = 1 for a router)
+                rank = r * wrapped[id(m)] * m.copies
+                n = shape.held_by(m)
+                out.append(TensorGroup(f"{m.name}.lora_A", n, rank * m.in_features, ADAPTER_DTYPE, True, True,
+                                       rank + m.in_features, layered=True))
+                out.append(TensorGroup(f"{m.name}.lora_B", n, m.out_features * rank, ADAPTER_DTYPE, True, True,
+                                       m.out_features + rank, layered=True))
         return out
 
+    def _effective_weight_bytes(self, m: Matrix, setup: TrainingSetup) -> int:
+        """The folded weight a ParamWrapper makes every forward, in the parameter's dtype."""
+        return nbytes(m.copies * m.in_features * m.out_features, self.base_storage(setup)("weight", m.role, m.is_linear))
+
+    def trace_experts(self, trace: Trace, gate_up: Matrix, down: Matrix, x_rg: bool) -> tuple[bool, bool]:
+        wrapped = trace.memo(experts, lambda: self.wrapped_parameters(trace.shape, trace.setup))
+        flags = (id(gate_up) in wrapped, id(down) in wrapped)
+        # each grouped product saves its folded weight where its input needs a gradient
+        input_rg = (x_rg, x_rg or flags[0] or trace.trainable_base)
+        for m, on, needs in zip((gate_up, down), flags, input_rg):
+            if on:
+                # the fold (baddbmm in the weight's dtype) saves its two factors' casts
+                rank = trace.setup.lora_rank * wrapped[id(m)] * m.copies
+                saved = rank * (m.in_features + m.out_features) * trace.w
+                if needs:
+                    saved += self._effective_weight_bytes(m, trace.setup)
+                trace.save_size(Size(const=saved))
+        return flags
+
+    def head_tensors(self, shape: ModelShape, setup: TrainingSetup) -> list[TensorGroup]:
+        """``lora_A`` (r x h) and ``lora_B`` (V x r) on the head; ``save_embedding_layers="auto"`` then also
+        writes the head's base weight into the adapter file (``utils/save_and_load.py`` 277-344): counted
+        by ``extra_file_bytes``."""
+        if not self.head_targeted(setup):
+            return []
+        r, h, V = setup.lora_rank, shape.hidden_size, shape.vocab_size
+        return [TensorGroup("lm_head.lora_A", 1, r * h, ADAPTER_DTYPE, True, True, r + h),
+                TensorGroup("lm_head.lora_B", 1, V * r, ADAPTER_DTYPE, True, True, V + r)]
+
+    def trace_head(self, trace: Trace, y: TraceTensor) -> None:
+        if not self.head_targeted(trace.setup):
+            return
+        h = trace.shape.hidden_size
+        trace.save(trace.cast(y, 4, h))                                  # lora_A saves the fp32 input
+        trace.save(trace.tok(trace.setup.lora_rank, 4, True))            # lora_B saves lora_A's output
+
+    def extra_file_bytes(self, shape: ModelShape, setup: TrainingSetup) -> int:
+        """With ``lm_head`` targeted, ``save_embedding_layers="auto"`` writes the head's base weight too."""
+        return nbytes(shape.embedding_params, self.base_storage(setup)("head", "", False)) if self.head_targeted(setup) else 0
+
     def trace_linear(self, trace: Trace, x: TraceTensor, m: Matrix) -> bool:
-        if id(m) not in trace.memo(self, lambda: {id(t) for t in target_matrices(trace.shape, trace.setup.lora_targets)}):
+        qb = quantized_base(trace.setup)
+        if qb is not None and qb.saves_input and x.rg and m.is_linear:
+            from fitplan.methods.qlora import quantized
+
+            if quantized(m.role, m.is_linear, trace.setup.transformers_major):
+                trace.keep(x)      # MatMul8bitLt keeps its input on ctx (bitsandbytes autograd/_functions.py 186-188)
+        wrapped = trace.memo(experts, lambda: self.wrapped_parameters(trace.shape, trace.setup))
+        if id(m) in wrapped:
+            # a ParamWrapper'd router: its folded weight needs a gradient, so the product saves the
+            # input, and the folded weight for the input's gradient
+            trace.save(x)
+            trace.save_size(Size(const=self._effective_weight_bytes(m, trace.setup)))
+            return True
+        if id(m) not in trace.memo(self, lambda: {id(t) for t in self.targets(trace.shape, trace.setup)}):
             return False
         setup = trace.setup
         xc = trace.cast(x, 4, m.in_features)                  # peft casts the input to the adapter dtype
@@ -106,21 +280,40 @@ class LoRA(Method):
         # the MLP adapters' (fp32) gradients are made before the MLP's backward peaks
         return sum(
             4 * setup.lora_rank * (m.in_features + m.out_features)
-            for m in target_matrices(shape, setup.lora_targets) if m.role in _MLP_ROLES
+            for m in self.targets(shape, setup) if m.role in _MLP_ROLES
         )
 
     def peft_targets(self, shape: ModelShape, setup: TrainingSetup) -> Any:
         if "all-linear" in setup.lora_targets:
             return "all-linear"
-        return sorted({m.name for m in target_matrices(shape, setup.lora_targets)})
+        kept, _, converted = self._resolved(shape, setup)
+        return peft_names(shape, kept) + list(converted) + ([HEAD] if self.head_targeted(setup) else [])
 
-    def peft_config(self, shape: ModelShape, setup: TrainingSetup) -> Any:
+    def lora_config(self, shape: ModelShape, setup: TrainingSetup, **extra: Any) -> Any:
         import peft
 
         return peft.LoraConfig(
             task_type="CAUSAL_LM", r=setup.lora_rank, lora_alpha=2 * setup.lora_rank,
-            lora_dropout=setup.lora_dropout, target_modules=self.peft_targets(shape, setup),
+            lora_dropout=setup.lora_dropout, target_modules=self.peft_targets(shape, setup), **extra,
         )
+
+    def peft_config(self, shape: ModelShape, setup: TrainingSetup) -> Any:
+        return self.lora_config(shape, setup)
+
+    def build(self, model: Any, shape: ModelShape, setup: TrainingSetup) -> Any:
+        qb = quantized_base(setup)
+        if qb is None:
+            return super().build(model, shape, setup)
+        import peft
+
+        if any(p.device.type == "meta" for p in model.parameters()):
+            raise PlanError(f"--base {qb.name} cannot run under fake tensors (the base is quantized from real "
+                            "weights); use --mode cpu or cuda")
+        model = peft.prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=setup.checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+        return peft.get_peft_model(model, self.peft_config(shape, setup))
 
 
 LORA = LoRA()

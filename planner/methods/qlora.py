@@ -40,11 +40,29 @@ def quantized(role: str, is_linear: bool, transformers_major: int = 5) -> bool:
     return is_linear and role != ROUTER
 
 
+def dequant_temporaries(shape: ModelShape, setup: TrainingSetup, gated: Size, compute: int) -> tuple[Size, ...]:
+    """What a layer's MLP backward keeps on a quantized base: the plain layer's (``gated``), or the
+    largest dequantized weight (``compute`` bytes per element) at the down projection, the MLP's
+    first, beside the incoming gradient and the gradient of the projection's input."""
+    a = setup.activation_bytes
+    h, i = shape.hidden_size, shape.intermediate_size
+    largest = max(m.in_features * m.out_features for m in shape.matrices if m.is_linear)
+    # dropout after the MLP adds its own gradient of the hidden size
+    hidden_grads = 2 if shape.dropout > 0 else 1
+    saves_after_down = shape.post_mlp_norm or shape.dropout > 0   # a norm or a dropout mask
+    if setup.checkpointing and not saves_after_down:
+        # a frozen quantized down projection saves nothing, so a checkpointed layer is recomputed only
+        # at the MLP's product, after the down projection's backward; the peak is at the gate/up
+        # projection, where the product's saved tensors have been consumed and their gradients made
+        return (gated, Size(token=a * hidden_grads * h, const=compute * largest))
+    return (gated, Size(token=a * (hidden_grads * h + i), const=compute * largest))
+
+
 class QLoRA(LoRA):
     name = "qlora"
     title = "QLoRA"
     strength = 4
-    options = LoRA.options | {"quant", "double_quant", "kbit_upcast"}
+    options = frozenset({"lora_rank", "lora_targets", "lora_dropout", "quant", "double_quant", "kbit_upcast"})
     checkpointing_default = True
     quantized_base = True
 
@@ -61,21 +79,7 @@ class QLoRA(LoRA):
         return 4 if setup.kbit_upcast else super().activation_bytes(setup)
 
     def layer_backward_temporaries(self, shape: ModelShape, setup: TrainingSetup, gated: Size) -> tuple[Size, ...]:
-        # the dequantized weight (compute dtype), at the down projection, the MLP's first, beside
-        # the incoming gradient and the gradient of the projection's input
-        a = setup.activation_bytes
-        h, i = shape.hidden_size, shape.intermediate_size
-        compute = 4 if setup.compute_dtype == "fp32" else 2
-        largest = max(m.in_features * m.out_features for m in shape.matrices if m.is_linear)
-        # dropout after the MLP adds its own gradient of the hidden size
-        hidden_grads = 2 if shape.dropout > 0 else 1
-        saves_after_down = shape.post_mlp_norm or shape.dropout > 0   # a norm or a dropout mask
-        if setup.checkpointing and not saves_after_down:
-            # a frozen 4-bit down projection saves nothing, so a checkpointed layer is recomputed only
-            # at the MLP's product, after the down projection's backward; the peak is at the gate/up
-            # projection, where the product's saved tensors have been consumed and their gradients made
-            return (gated, Size(token=a * hidden_grads * h, const=compute * largest))
-        return (gated, Size(token=a * (hidden_grads * h + i), const=compute * largest))
+        return dequant_temporaries(shape, setup, gated, 4 if setup.compute_dtype == "fp32" else 2)
 
     def quantization_config(self, setup: TrainingSetup) -> Any:
         import torch

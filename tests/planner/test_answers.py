@@ -104,7 +104,7 @@ def test_ddp_is_not_called_sharded():
 
 @pytest.mark.parametrize("args, message", [
     (["--sharding", "none", "--gpus", "4"], "--sharding none is one GPU, but --gpus is 4"),
-    (["--method", "full", "--lora-rank", "8"], "--lora-rank applies to lora, qlora; --method full does not use it"),
+    (["--method", "full", "--lora-rank", "8"], "--lora-rank applies to lora, qlora, dora, loha, lokr, hra, miss, shira, delora, gralora; --method full does not use it"),
     (["--method", "lora", "--quant", "fp4"], "--quant applies to qlora; --method lora does not use it"),
     (["--method", "prompt", "--adapter-size", "32"], "--adapter-size applies to adapter"),
     (["--tokens", "1000000"], "--tokens needs --gpu (or --suggest)"),

@@ -11,8 +11,10 @@ from fitplan.errors import PlanError
 def _meta_count(raw: dict) -> tuple[int, int]:
     import torch
     import transformers
+    from fitplan.families import language_config
 
-    cfg = dict(raw)
+    cfg, _ = language_config(raw, "preset")   # a multimodal checkpoint: its language model
+    cfg = dict(cfg)
     model_type = cfg.pop("model_type")
     config = transformers.AutoConfig.for_model(model_type, **cfg)
     with torch.device("meta"):
@@ -26,6 +28,9 @@ def _meta_count(raw: dict) -> tuple[int, int]:
 def test_preset_count_matches_transformers(name):
     entry = load_preset(name)
     raw = json.loads((data_dir() / "models" / preset_info(name)["file"]).read_text())
+    if raw["model_type"] == "qwen":
+        pytest.skip("the original Qwen's modelling code lives in its repository (trust_remote_code), "
+                    "not in transformers; its counts are checked by hand in test_families.py")
     count, tensors = _meta_count(raw)
     assert entry.shape.parameter_count == count
     assert entry.shape.param_tensors == tensors

@@ -35,9 +35,11 @@ def test_matches_bitsandbytes(shape, double_quant, quant_type):
 
 
 def test_unknown_dtype_lists_valid_names():
-    with pytest.raises(PlanError, match="unknown dtype 'fp8'.*Valid: bf16, fp16, fp32, fp4, int8, nf4"):
-        dtype("fp8")
+    with pytest.raises(PlanError, match="unknown dtype 'fp6'.*Valid: awq, bf16, bnb-int8, fp16, fp32, fp4, fp8, "
+                                        "fp8-e4m3, gptq-int4, gptq-int8, hqq, int32, int64, int8, nf4, uint8"):
+        dtype("fp6")
     assert nbytes(3, "nf4") == 2
+    assert nbytes(3, "gptq-int4") == 2 and nbytes(3, "fp8") == 3
 
 
 @pytest.mark.torch

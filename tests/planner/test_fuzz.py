@@ -6,10 +6,11 @@ import math
 import subprocess
 import sys
 
-from fitplan.architecture import FAMILIES, shape_from_config
+from fitplan.architecture import shape_from_config
 from fitplan.catalog import ModelEntry
 from fitplan.errors import PlanError
 from fitplan.estimate import estimate
+from fitplan.families import FAMILIES
 from fitplan.setup import TrainingSetup
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

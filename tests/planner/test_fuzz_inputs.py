@@ -5,11 +5,10 @@ import csv
 import io
 import json
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from fitplan import calibration, reference
 from fitplan.errors import PlanError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 BYTES = st.one_of(st.integers(min_value=-10, max_value=10**12), st.none(), st.text(max_size=3),
                   st.floats(allow_nan=True), st.booleans(), st.lists(st.integers(), max_size=2))

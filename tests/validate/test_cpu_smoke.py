@@ -1,6 +1,9 @@
 """The CPU smoke sweep: real training steps of tiny llama, qwen2, gemma2 and gpt2 configs, every
-method, fp32, two sequence lengths, checkpointing on and off, measured with exact tensor
-accounting. The planner's peak must be within 3% of the measured peak and each category within 5%.
+method, fp32, checkpointing on and off, measured with exact tensor accounting. The planner's peak
+must be within 3% of the measured peak and each category within 5%.
+
+Options a sweep file cannot set (its keys are validate/run.py's SETUP_KEYS) are run directly below:
+LoRA on a bitsandbytes int8 and an NF4 base (``--base``) and LLaMA-Adapter on some of the layers.
 """
 
 from pathlib import Path
@@ -17,11 +20,26 @@ from fitplan.validate.run import load_sweep, run_sweep  # noqa: E402
 
 SWEEP = Path(__file__).resolve().parents[2] / "data" / "sweeps" / "cpu-smoke.toml"
 RUNS = load_sweep(SWEEP)
+# methods the validator cannot measure, with the reason (strict: a fix makes the test fail until removed)
+UNMEASURABLE = {
+    "shira": "SHiRA adds a torch.sparse_coo_tensor to the weight; the tracker's untyped_storage() cannot see "
+             "a sparse tensor's storage (NotImplementedError: Cannot access storage of SparseTensorImpl)",
+}
+
+
+def _params(runs):
+    out = []
+    for s in runs:
+        reason = UNMEASURABLE.get(s["method"])
+        marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+        out.append(pytest.param(s, marks=marks, id="-".join(str(x) for x in _key(s))))
+    return out
 
 
 
 def _key(settings):
-    return (Path(settings["model"]).stem, settings["method"], settings["seq_len"], settings["grad_ckpt"])
+    key = (Path(settings["model"]).stem, settings["method"], settings["seq_len"], settings["grad_ckpt"])
+    return key + ((settings["lora_targets"],) if settings.get("lora_targets") not in (None, "q,v") else ())
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +49,7 @@ def records(tmp_path_factory):
     return {r["key"]: r for r in read_records(out)}
 
 
-@pytest.mark.parametrize("settings", RUNS, ids=lambda s: "-".join(str(x) for x in _key(s)))
+@pytest.mark.parametrize("settings", _params(RUNS))
 def test_planner_within_3_percent_peak_and_5_percent_per_category(records, settings):
     record = records[settings_key(settings)]
     if settings["method"] == "prefix" and settings["grad_ckpt"]:
@@ -43,4 +61,37 @@ def test_planner_within_3_percent_peak_and_5_percent_per_category(records, setti
     errors = record["errors_percent"]
     assert abs(errors["peak"]) <= 3.0, errors
     for category, pct in errors["categories"].items():
+        assert pct is not None and abs(pct) <= 5.0, (category, errors)
+
+
+DIRECT = [
+    ("tiny-llama", dict(method="lora", base="bnb-int8", grad_ckpt=False)),
+    ("tiny-llama", dict(method="lora", base="bnb-int8", grad_ckpt=True)),
+    ("tiny-qwen2", dict(method="lora", base="bnb-int8", grad_ckpt=True)),
+    ("tiny-llama", dict(method="lora", base="nf4", grad_ckpt=True)),
+    ("tiny-llama", dict(method="llama-adapter", adapter_layers=2, grad_ckpt=False)),
+    ("tiny-llama", dict(method="llama-adapter", adapter_layers=2, grad_ckpt=True)),
+]
+
+
+@pytest.mark.parametrize("model, options", DIRECT, ids=lambda x: x if isinstance(x, str) else
+                         "-".join(f"{k}={v}" for k, v in x.items()))
+def test_options_the_sweep_cannot_set(model, options):
+    import json
+
+    from fitplan.breakdown import errors_percent
+    from fitplan.catalog import resolve_model
+    from fitplan.estimate import estimate
+    from fitplan.setup import TrainingSetup
+    from fitplan.validate.measure import measure
+
+    path = SWEEP.parent / "configs" / f"{model}.json"
+    entry = resolve_model(str(path))
+    setup = TrainingSetup(precision="fp32", batch_size=2, seq_len=64, device="cpu", lora_rank=16, **options)
+    est = estimate(entry, setup)
+    m = measure(json.loads(path.read_text()), entry.shape, setup, "cpu")
+    peak = 100.0 * (est.peak.tensors - m.peak_bytes) / m.peak_bytes
+    errors = errors_percent(est.peak, m.breakdown)
+    assert abs(peak) <= 3.0, (peak, errors)
+    for category, pct in errors.items():
         assert pct is not None and abs(pct) <= 5.0, (category, errors)

@@ -70,7 +70,7 @@ def test_layer_saved_bytes_within_2_percent(layout, dtype, attn, method, targets
     report = saved_per_layer(cfg, shape, setup)
     forms = activation_forms(shape, setup)
     counts = _counts(shape, setup)
-    for layer, form in ((0, forms.first), (1, forms.later)):
+    for layer, form in ((0, forms.first), (1, forms.largest)):
         measured = report.per_layer[layer]
         estimate = form.bytes(*counts)
         assert abs(estimate - measured) <= 0.02 * measured, (layer, estimate, measured)
@@ -94,7 +94,7 @@ def test_virtual_tokens_lengthen_what_layers_save(method, seq, batch):
     shape = shape_from_config(cfg, "llama")
     setup = TrainingSetup(method=method, num_virtual_tokens=20, seq_len=seq, batch_size=batch, device="cpu")
     report = saved_per_layer(cfg, shape, setup)
-    later = activation_forms(shape, setup).later.bytes(*_counts(shape, setup))
+    later = activation_forms(shape, setup).largest.bytes(*_counts(shape, setup))
     assert abs(later - report.per_layer[1]) <= 0.02 * report.per_layer[1]
 
 
@@ -132,5 +132,5 @@ def test_qlora_runs_activations_in_fp32():
         out = q(input_ids=ids, labels=ids)
     assert out.logits.dtype == torch.float32
     measured = sum(by_layer[1].values())
-    estimate = activation_forms(shape, setup).later.bytes(*_counts(shape, setup))
+    estimate = activation_forms(shape, setup).largest.bytes(*_counts(shape, setup))
     assert abs(estimate - measured) <= 0.02 * measured, (estimate, measured)

@@ -96,3 +96,79 @@ def test_unknown_lora_target_lists_valid_names():
 def test_role_targets_land_on_fused_projections():
     shape = load_preset("phi-3-mini").shape
     assert [m.name for m in lora_target_matrices(shape, ("q", "v"))] == ["qkv_proj"]
+
+
+# ---- every peft method: peft's own trainable count on the meta device equals the planner's ----------
+# Llama-3.2-3B and two other families (Qwen2.5-0.5B, Gemma-2-2B), each method at peft's defaults as the
+# planner builds it (its own peft_config, what the validator runs), on an fp32 base left on the meta
+# device (peft keeps AdaLoRA's ranknum off it, so ranknum stays frozen, as on a CPU fp32 base).
+NEW_METHODS = ("dora", "ia3", "vera", "loha", "lokr", "adalora", "oft", "ln-tuning", "trainable-tokens",
+               "llama-adapter", "fourierft", "hra", "miss", "c3a", "road", "delora", "gralora", "waveft")
+META_MODELS = ("llama-3.2-3b", "qwen2.5-0.5b", "gemma-2-2b")
+# peft's own limits where a method does not run on a family (checked: the planner refuses the same)
+REFUSED = {("llama-adapter", "qwen2.5-0.5b"), ("llama-adapter", "gemma-2-2b")}
+
+
+def _meta_peft_count(name, setup, dtype=None):
+    import json
+
+    from fitplan.catalog import data_dir, preset_info
+    from fitplan.validate.build import hf_config
+
+    raw = json.loads((data_dir() / "models" / preset_info(name)["file"]).read_text())
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(hf_config(raw), dtype=dtype)
+        model = setup.method.build(model, load_preset(name).shape, setup)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("model", META_MODELS)
+@pytest.mark.parametrize("name", NEW_METHODS)
+def test_every_method_matches_peft_on_the_meta_device(name, model):
+    shape = load_preset(model).shape
+    kwargs = dict(method=name, device="cpu", precision="fp32", lora_rank=8)
+    if name == "c3a":
+        kwargs["c3a_block_size"] = 128 if model != "qwen2.5-0.5b" else 64
+    if name == "road":
+        kwargs["road_group_size"] = 64
+    setup = TrainingSetup(**kwargs)
+    if (name, model) in REFUSED:
+        with pytest.raises(PlanError, match="supports llama, mistral"):
+            setup.method.trainable_params(shape, setup)
+        return
+    assert setup.method.trainable_params(shape, setup) == _meta_peft_count(model, setup)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma2"])
+@pytest.mark.parametrize("name", ["shira", "boft"])
+def test_counts_that_cannot_build_on_meta_match_peft_on_small_models(name, family):
+    # peft cannot build SHiRA (torch.nonzero in its random mask) nor BOFT (Tensor.item() in its butterfly
+    # permutations) on the meta device: small real models of three families instead
+    raw = SMALL[family]
+    shape = shape_from_config(raw, family)
+    setup = TrainingSetup(method=name, lora_rank=4, device="cpu", precision="fp32")
+    assert REGISTRY[name].trainable_params(shape, setup) == _peft_count(raw, setup.method.peft_config(shape, setup))
+
+
+def test_adalora_ranknum_trains_on_a_cast_base():
+    # a real bf16 base: _move_adapter_to_device_of_base_layer casts ranknum, which ParameterDict
+    # re-registers as a trainable Parameter (peft tuners_utils.py 2168-2212): one more per module (on the
+    # meta device peft keeps ranknum off it, frozen)
+    raw = SMALL["llama"]
+    shape = shape_from_config(raw, "llama")
+    setup = TrainingSetup(method="adalora", precision="bf16", device="cpu")
+    cfg = dict(raw)
+    config = transformers.AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model = peft.get_peft_model(model, setup.method.peft_config(shape, setup))
+    peft_count = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    count = REGISTRY["adalora"].trainable_params(shape, setup)
+    assert count == peft_count
+    assert count == REGISTRY["adalora"].trainable_params(shape, setup.with_(precision="fp32")) + 2 * shape.num_layers
+
+
+@pytest.mark.parametrize("model", META_MODELS)
+def test_lora_on_the_head_matches_peft_on_the_meta_device(model):
+    shape = load_preset(model).shape
+    setup = TrainingSetup(method="lora", lora_rank=8, lora_targets=("q", "v", "lm_head"), device="cpu", precision="fp32")
+    assert setup.method.trainable_params(shape, setup) == _meta_peft_count(model, setup)

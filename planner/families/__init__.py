@@ -1,0 +1,141 @@
+"""config.json -> ModelShape: one small adapter per family, and the reading every config shares.
+
+``shape_from_config`` finds the language model (a multimodal config's ``text_config``, with the text
+model type's defaults for the fields it leaves out, as transformers fills them), checks its sizes
+against physical limits and the family's own consistency rules, and hands it to the family's reader.
+A ``model_type`` without a reader is refused here, naming the supported ones; the validator's generic
+path (``fitplan.validate.generic``) plans any config transformers can build.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from fitplan.architecture import ModelShape
+from fitplan.errors import PlanError
+from fitplan.families import classic, dense, hybrid, moe
+from fitplan.families.config import Config, max_positions
+
+TYPE_CHECKING = False  # typing is not imported at run time: the cold start
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
+
+FAMILIES: dict[str, Callable[[Config, str], dict[str, Any]]] = {
+    "llama": dense.llama_like,
+    "mistral": dense.llama_like,
+    "mixtral": dense.llama_like,
+    "qwen2": dense.llama_like,
+    "qwen3": dense.llama_like,
+    "gemma": dense.llama_like,
+    "gemma2": dense.llama_like,
+    "gemma3_text": dense.gemma3,
+    "olmo2": dense.olmo2,
+    "granite": dense.llama_like,
+    "smollm3": dense.smollm3,
+    "phi3": dense.phi3,
+    "qwen2_moe": moe.qwen_moe,
+    "qwen3_moe": moe.qwen_moe,
+    "gpt_oss": moe.gpt_oss,
+    "llama4_text": moe.llama4,
+    "glm4_moe": moe.glm4_moe,
+    "deepseek_v2": moe.deepseek,
+    "deepseek_v3": moe.deepseek,
+    "qwen3_next": hybrid.qwen_next,
+    "qwen3_5_text": hybrid.qwen_next,
+    "qwen3_5_moe_text": hybrid.qwen_next,
+    "phi": classic.phi,
+    "stablelm": classic.stablelm,
+    "gpt2": classic.gpt2,
+    "gpt_bigcode": classic.gpt2,
+    "gpt_neox": classic.gpt_neox,
+    "falcon": classic.falcon,
+    "bloom": classic.bloom,
+    "qwen": classic.qwen_v1,
+}
+
+# multimodal wrappers: the language model sits under ``text_config``
+WRAPPERS = {"gemma3": "gemma3_text", "llama4": "llama4_text", "mistral3": "mistral", "qwen3_5": "qwen3_5_text",
+            "qwen3_5_moe": "qwen3_5_moe_text", "llava": None, "qwen2_vl": "qwen2", "qwen2_5_vl": "qwen2"}
+NESTED = ("text_config", "llm_config", "language_config")
+
+# what transformers 5.24 fills in for a text config's missing fields (its configuration classes)
+TEXT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "gemma3_text": {"vocab_size": 262_208, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
+                    "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256,
+                    "hidden_activation": "gelu_pytorch_tanh", "max_position_embeddings": 131_072,
+                    "tie_word_embeddings": True, "sliding_window": 4096},
+    "mistral": {"vocab_size": 32000, "tie_word_embeddings": False},
+}
+
+# Sizes beyond any model that can be trained: a config past them is a typo or a test of the tool.
+LIMITS = {"num_layers": 2_000, "hidden_size": 1_000_000, "vocab_size": 20_000_000, "num_heads": 100_000,
+          "intermediate_size": 10_000_000, "num_experts": 1_000_000}
+MAX_PARAMETERS = 10**14   # 100 trillion
+
+
+def language_config(raw: Mapping[str, Any], name: str) -> tuple[Mapping[str, Any], str | None]:
+    """The language model's config (a multimodal config's ``text_config`` with its defaults), and
+    the wrapper's model type where there was one."""
+    model_type = raw.get("model_type")
+    nested = next((k for k in NESTED if isinstance(raw.get(k), Mapping)), None)
+    if nested is None or ("hidden_size" in raw and model_type in FAMILIES):
+        return raw, None
+    text = dict(raw[nested])
+    text_type = text.get("model_type") or WRAPPERS.get(model_type)
+    if not isinstance(text_type, str):
+        raise PlanError(f"{name}: the language model's fields sit under {nested!r} (a multimodal config) without "
+                        "a model_type to read them by; give the language model's own config.json")
+    text = {**TEXT_DEFAULTS.get(text_type, {}), **text, "model_type": text_type}
+    if "tie_word_embeddings" in raw and "tie_word_embeddings" not in raw[nested]:
+        text["tie_word_embeddings"] = raw["tie_word_embeddings"]
+    return text, model_type if isinstance(model_type, str) else nested
+
+
+def shape_from_config(raw: Any, name: str = "config.json") -> ModelShape:
+    """Read a Hugging Face ``config.json`` dictionary into a ModelShape.
+
+    Args:
+        raw: the parsed JSON.
+        name: what to call the model in messages and output.
+
+    Raises:
+        PlanError: not a JSON object, an unsupported ``model_type``, a missing, non-positive,
+            inconsistent or physically impossible field.
+    """
+    if not isinstance(raw, Mapping):
+        raise PlanError(f"{name}: a config.json must hold a JSON object, got {type(raw).__name__}")
+    model_type = raw.get("model_type")
+    if model_type is not None and not isinstance(model_type, str):
+        raise PlanError(f"{name}: field 'model_type' must be a string naming the architecture, got {model_type!r}")
+    if not model_type:
+        raise PlanError(f"{name}: missing required field 'model_type' (supported: {', '.join(sorted(FAMILIES))})")
+    text, wrapper = language_config(raw, name)
+    model_type = text["model_type"]
+    if model_type not in FAMILIES:
+        raise PlanError(f"{name}: architecture {model_type!r} is not supported by the planner's own families "
+                        f"(supported: {', '.join(sorted(FAMILIES))}); `pip install 'fitplan[validate]'` plans any "
+                        "architecture transformers builds")
+    c = Config(text, name)
+    fields = FAMILIES[model_type](c, model_type)
+    fields.setdefault("max_positions", fields.get("position_embeddings") or max_positions(c))
+    if wrapper:
+        note = f"the language model of a {wrapper} checkpoint (text_config); its vision tower is frozen and not counted"
+        fields["note"] = "; ".join(n for n in (fields.get("note"), note) if n)
+    layers = c.int("num_hidden_layers", "n_layer")
+    vocab = c.int("vocab_size", "padded_vocab_size")
+    shape = ModelShape(name=name, model_type=model_type, vocab_size=vocab, num_layers=layers, **fields)
+    _check(shape, name)
+    return shape
+
+
+def _check(shape: ModelShape, name: str) -> None:
+    for field, limit in LIMITS.items():
+        value = getattr(shape, field)
+        if value > limit:
+            raise PlanError(f"{name}: {field} of {value:,} is beyond the {limit:,} any trainable model has")
+    if shape.parameter_count > MAX_PARAMETERS:
+        raise PlanError(f"{name}: {shape.parameter_count:,} parameters is beyond the {MAX_PARAMETERS:,} "
+                        "(100 trillion) any trainable model has")
+    if shape.kinds and sum(k.layers for k in shape.kinds) != shape.num_layers:
+        raise PlanError(f"{name}: its layer kinds cover {sum(k.layers for k in shape.kinds)} layers, not "
+                        f"{shape.num_layers}")
