@@ -145,7 +145,9 @@ class ModelShape:
     o_proj_copy: bool = False             # SDPA's output is not laid out as o_proj's input: a copy (GLM-4.5, Phi-3)
     output_gate: bool = False             # attention output times a sigmoid gate (Qwen3-Next)
     linear_attention: tuple[int, int, int, int, int] | None = None  # Gated DeltaNet: Hk, Hv, dk, dv, conv kernel
-    vision_parameters: int = 0            # a multimodal checkpoint's vision tower, frozen, outside the LM
+    vision_parameters: int = 0            # a multimodal checkpoint's vision tower and projector, where loaded
+    vision_tensors: int = 0
+    checkpoint_base: str = ""             # how the checkpoint stores its linears (quantization_config): a --base name
     note: str = ""                        # what the family reader could not model, for the output
 
     @property
@@ -191,6 +193,7 @@ class ModelShape:
             + self.final_norm.params
             + self.lm_head_params
             + (self.embedding_norm.params if self.embedding_norm else 0)
+            + self.vision_parameters
         )
 
     @property
@@ -219,6 +222,7 @@ class ModelShape:
             + (1 if self.final_norm.bias else 0)
             + head
             + extra
+            + self.vision_tensors
         )
 
     def kind_of(self, index: int) -> LayerKind:

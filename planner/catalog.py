@@ -12,7 +12,7 @@ from functools import lru_cache
 
 from fitplan.architecture import ModelShape, shape_from_config
 from fitplan.errors import PlanError, unknown_choice
-from fitplan.frozen import frozen
+from fitplan.frozen import frozen, replace
 from fitplan.inputs import read_json
 
 TYPE_CHECKING = False  # typing is not imported at run time: the cold start
@@ -51,6 +51,7 @@ class ModelEntry:
     hf_id: str | None
     shape: ModelShape
     reference_parameters: int | None = None
+    resolved_from: str | None = None   # the name given, where it is another checkpoint of this preset's architecture
 
 
 @lru_cache(maxsize=1)
@@ -97,9 +98,22 @@ def resolve_model(name_or_path: str) -> ModelEntry:
     key = text.lower()
     preset = key if key in index["presets"] else index["aliases"].get(key)
     if preset is not None and not os.path.exists(text):
-        return load_preset(preset)
+        entry = load_preset(preset)
+        if "/" in text and text.lower() != (entry.hf_id or "").lower():
+            # a Hugging Face id of another checkpoint (an instruct or distilled variant) with this architecture
+            return replace(entry, resolved_from=text)
+        return entry
     if text == "-" or _looks_like_path(text) or os.path.exists(text):
         return load_config_path(os.path.expanduser(text))
+    if "/" in text and not os.path.exists(text):
+        # a Hugging Face id the presets do not know: the planner reads no network
+        import difflib
+
+        close = difflib.get_close_matches(key, sorted(index["aliases"]), n=3, cutoff=0.6)
+        hint = f" Close presets: {', '.join(close)}." if close else ""
+        raise PlanError(f"unknown model {text!r}: not a preset's Hugging Face id, and fitplan downloads nothing; "
+                        f"save its config.json (huggingface-cli download {text} config.json) and pass that "
+                        f"path.{hint} See `plan models`.")
     raise unknown_choice("model", text, index["presets"], limit=60, also_matching=index["aliases"])
 
 

@@ -3,8 +3,9 @@
 ``shape_from_config`` finds the language model (a multimodal config's ``text_config``, with the text
 model type's defaults for the fields it leaves out, as transformers fills them), checks its sizes
 against physical limits and the family's own consistency rules, and hands it to the family's reader.
-A ``model_type`` without a reader is refused here, naming the supported ones; the validator's generic
-path (``fitplan.validate.generic``) plans any config transformers can build.
+A ``model_type`` without a reader is refused here, naming the supported ones and the validator's generic
+path (``fitplan.validate.generic``), which measures any config transformers can build on fake tensors;
+the planner does not route to it (one measurement per setting: seconds, where a plan takes many).
 """
 
 from __future__ import annotations
@@ -113,19 +114,88 @@ def shape_from_config(raw: Any, name: str = "config.json") -> ModelShape:
     model_type = text["model_type"]
     if model_type not in FAMILIES:
         raise PlanError(f"{name}: architecture {model_type!r} is not supported by the planner's own families "
-                        f"(supported: {', '.join(sorted(FAMILIES))}); `pip install 'fitplan[validate]'` plans any "
-                        "architecture transformers builds")
+                        f"(supported: {', '.join(sorted(FAMILIES))}); the validator measures any architecture "
+                        "transformers builds: fitplan.validate.generic.generic_plan (pip install 'fitplan[validate]')")
     c = Config(text, name)
     fields = FAMILIES[model_type](c, model_type)
     fields.setdefault("max_positions", fields.get("position_embeddings") or max_positions(c))
     if wrapper:
-        note = f"the language model of a {wrapper} checkpoint (text_config); its vision tower is frozen and not counted"
-        fields["note"] = "; ".join(n for n in (fields.get("note"), note) if n)
+        fields.update(_vision(raw, wrapper, fields["hidden_size"], name))
+    base, quant_note = checkpoint_quantization(raw, name)
+    if base:
+        fields["checkpoint_base"] = base
+    if quant_note:
+        fields["note"] = "; ".join(n for n in (fields.get("note"), quant_note) if n)
     layers = c.int("num_hidden_layers", "n_layer")
     vocab = c.int("vocab_size", "padded_vocab_size")
     shape = ModelShape(name=name, model_type=model_type, vocab_size=vocab, num_layers=layers, **fields)
     _check(shape, name)
     return shape
+
+
+# multimodal types whose causal-LM class in transformers 5.24 (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) is the whole
+# image-text model: the vision tower is loaded with it
+LOADS_VISION = {"gemma3": "Gemma3ForConditionalGeneration"}
+
+
+def _vision(raw: Mapping[str, Any], wrapper: str, text_hidden: int, name: str) -> dict[str, Any]:
+    """What a multimodal checkpoint's vision tower adds: counted where transformers' causal-LM class
+    loads it (Gemma 3: SigLIP and its projector, exact), else said."""
+    vc = raw.get("vision_config")
+    if wrapper not in LOADS_VISION or not isinstance(vc, Mapping):
+        return {"note": f"the language model of a {wrapper} checkpoint (text_config): transformers' causal-LM class "
+                        "for it is the text model, so the vision tower is not loaded"}
+    v = Config(vc, f"{name}: vision_config")
+    h, i, L = v.int("hidden_size"), v.int("intermediate_size"), v.int("num_hidden_layers")
+    patch, image, channels = v.int("patch_size"), v.int("image_size"), v.int("num_channels", default=3)
+    # SiglipVisionEmbeddings (patch conv with bias, learned positions), layers of q/k/v/o with biases, two
+    # LayerNorms and fc1/fc2, the post LayerNorm; Gemma3MultiModalProjector (a matrix and an RMSNorm)
+    per_layer = 4 * (h * h + h) + 2 * 2 * h + (h * i + i) + (i * h + h)
+    params = channels * patch * patch * h + h + (image // patch) ** 2 * h + L * per_layer + 2 * h + h * text_hidden + h
+    tensors = 3 + 16 * L + 2 + 2
+    return {"vision_parameters": params, "vision_tensors": tensors,
+            "note": f"a {wrapper} checkpoint: {LOADS_VISION[wrapper]} (what AutoModelForCausalLM builds) loads its "
+                    f"vision tower too ({params:,} parameters: SigLIP and the projector), counted in the weights; "
+                    "full fine-tuning trains it, PEFT methods leave it frozen; text-only batches do not run it"}
+
+
+def checkpoint_quantization(raw: Mapping[str, Any], name: str) -> tuple[str, str]:
+    """A pre-quantized checkpoint's storage (its ``quantization_config``) as a ``--base`` name, and a note.
+
+    GPTQ (4 or 8 bits), AWQ, HQQ, bitsandbytes (4-bit NF4/FP4, 8-bit) and FP8 checkpoints load as they
+    are stored, and LoRA trains on that base; gpt-oss's MXFP4 experts are dequantized to bf16 for
+    training (transformers' ``Mxfp4Config(dequantize=True)``, as the published fine-tuning recipe
+    loads it), so the base is the training dtype.
+    """
+    q = raw.get("quantization_config")
+    if q is None:
+        nested = next((raw[k] for k in NESTED if isinstance(raw.get(k), Mapping)), None)
+        q = nested.get("quantization_config") if nested else None
+    if not isinstance(q, Mapping):
+        return "", ""
+    method = str(q.get("quant_method", "")).lower()
+    if method == "gptq":
+        bits = q.get("bits", 4)
+        if bits in (4, 8):
+            return f"gptq-int{bits}", ""
+        return "", f"a {bits}-bit GPTQ checkpoint: planned on its dequantized weights (only 4 and 8 bits are modelled)"
+    if method == "awq":
+        return "awq", ""
+    if method == "hqq":
+        return "hqq", ""
+    if method == "bitsandbytes":
+        if q.get("load_in_8bit"):
+            return "bnb-int8", ""
+        kind = str(q.get("bnb_4bit_quant_type", "nf4")).lower()
+        return (kind if kind in ("nf4", "fp4") else "nf4"), ""
+    if method == "fp8":
+        return "fp8", ("an FP8 checkpoint: its linear weights are planned in FP8 with per-channel scales "
+                       "(block scales are smaller); fused MoE experts as bf16, as the planner cannot tell how "
+                       "transformers 5 loads them")
+    if method == "mxfp4":
+        return "", ("an MXFP4 checkpoint: transformers dequantizes it to bf16 for training "
+                    "(Mxfp4Config(dequantize=True)), so it is planned in the training dtype")
+    return "", f"quantization_config {method or '(no quant_method)'} is not modelled: planned on unquantized weights"
 
 
 def _check(shape: ModelShape, name: str) -> None:

@@ -11,10 +11,13 @@ from fitplan.errors import PlanError
 def _meta_count(raw: dict) -> tuple[int, int]:
     import torch
     import transformers
-    from fitplan.families import language_config
+    from fitplan.families import LOADS_VISION, language_config
 
-    cfg, _ = language_config(raw, "preset")   # a multimodal checkpoint: its language model
-    cfg = dict(cfg)
+    if raw["model_type"] in LOADS_VISION:        # AutoModelForCausalLM builds the image-text model
+        cfg = dict(raw)
+    else:
+        cfg, _ = language_config(raw, "preset")  # a multimodal checkpoint: its language model
+        cfg = dict(cfg)
     model_type = cfg.pop("model_type")
     config = transformers.AutoConfig.for_model(model_type, **cfg)
     with torch.device("meta"):

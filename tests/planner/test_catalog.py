@@ -54,3 +54,18 @@ def test_model_listing_has_counts_and_short_aliases():
     rows = {r["name"]: r for r in model_listing()}
     assert rows["llama-3.2-3b"]["parameters"] == 3_212_749_824
     assert all("/" not in a for r in rows.values() for a in r["aliases"])
+
+
+def test_a_variant_of_a_presets_architecture_resolves_to_it_and_says_so():
+    from fitplan.planning import plan
+
+    entry = resolve_model("deepseek-ai/DeepSeek-R1-Distill-Llama-8B")
+    assert entry.name == "llama-3.1-8b" and entry.resolved_from == "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"
+    assert resolve_model("meta-llama/Llama-3.1-8B").resolved_from is None
+    notes = plan(model="deepseek-ai/DeepSeek-R1-Distill-Llama-8B").notes
+    assert any("planned as the llama-3.1-8b preset" in n for n in notes)
+
+
+def test_an_unknown_hugging_face_id_says_how_to_give_its_config():
+    with pytest.raises(PlanError, match=r"fitplan downloads nothing; save its config.json .* Close presets: qwen/qwen2.5-7b"):
+        resolve_model("Qwen/Qwen2.5-7B-Foo")
