@@ -68,7 +68,8 @@ def cli(ctx: click.Context, plot_path: str | None, as_json: bool, table_format: 
 
 _VALIDATE_FIELDS = ("model", "method", "lora_rank", "lora_targets", "lora_dropout", "adapter_size", "num_virtual_tokens",
                     "prefix_projection", "seq_len", "batch_size", "precision", "optimizer", "grad_ckpt", "attention",
-                    "quant", "double_quant", "kbit_upcast", "transformers")
+                    "quant", "double_quant", "kbit_upcast", "transformers", "loss", "adapter_dtype", "lora_alpha",
+                    "modules_to_save", "optimizer_in_backward")
 
 
 @cli.command("validate")
@@ -102,11 +103,17 @@ def validate_cmd(mode, device_name, steps, nproc, validate_sharding, sweep, out,
 @cli.command("reference")
 @click.option("--file", "path", metavar="CSV", help="Published measurements [default: data/reference/published_memory.csv].")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
-def reference_cmd(path, as_json) -> None:
+@click.option("--stacks", "stacks_file", is_flag=True,
+              help="Read the stacks' rows (data/reference/published_memory_stacks.csv).")
+@click.option("--without-stacks", is_flag=True,
+              help="Plan the stacks' rows with only the options the planner had before --stack (for comparison).")
+def reference_cmd(path, as_json, stacks_file, without_stacks) -> None:
     """Published, measured GPU peaks beside the planner's like-for-like figures."""
     from fitplan import reference
 
-    result = reference.report(path)
+    if stacks_file and path:
+        raise PlanError("--stacks reads the shipped stacks file; give --file or --stacks, not both")
+    result = reference.report(reference.stacks_path() if stacks_file else path, with_stacks=not without_stacks)
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.text())
 
 

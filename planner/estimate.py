@@ -14,6 +14,16 @@ backward; its optimizer step equals the second's), each a MemoryBreakdown:
 
 The peak is the largest phase's total; framework overhead is added on a CUDA device.
 
+What the training stack does changes some of these moments: the loss (``fitplan.memory.logits``'s
+``Loss``: chunked and fused losses hold no full fp32 logits); ``optimizer_in_backward`` (torchtune's
+``optimizer_in_bwd``, ``torchtune/training/memory.py`` 197-243: every parameter stepped in its
+post-accumulate-grad hook and its gradient freed) leaves at most one gradient and its step's
+temporaries alive, and no optimizer phase after backward; ``activation_offload`` (torchtune's
+``OffloadActivations``, ``training/_activation_offloading.py`` 66-71, which TRL and axolotl reuse)
+keeps on the GPU only the checkpointed inputs of the last ``OFFLOAD_STASH`` layers in the forward
+and two in the backward (the one recomputed and the one prefetched); the rest wait in pinned host
+memory (``host_bytes``). Padding-free batches are one row of batch x sequence tokens.
+
 Everything that does not depend on sequence length and batch size is computed once per model and
 setup (``template``) and cached, so that searching over batch and sequence costs a few integer
 operations per configuration.
@@ -36,6 +46,7 @@ from fitplan.methods import Method, TensorGroup
 from fitplan.setup import TrainingSetup
 
 PHASES = ("forward", "backward", "optimizer")
+OFFLOAD_STASH = 5   # torchtune's OffloadActivations(max_fwd_stash_size=5): tensors kept while their copy runs
 
 
 @frozen
@@ -70,6 +81,7 @@ class Template:
     outside: Size            # outside-the-layers saved set, as a form (see outside_form)
     outside_seq: int         # bytes per sequence position, independent of batch (rotary tables, position ids)
     a: int                   # activation bytes per element
+    loss: lg.Loss            # what the loss keeps (the standard one: the three coefficients below)
     loss_bytes: int          # bytes per logit the loss saves (fp32 log_softmax)
     loss_forward: int        # bytes per logit alive beside it while the loss is computed
     loss_backward: int       # bytes per logit of the loss's gradients at the start of backward
@@ -80,9 +92,15 @@ class Template:
     total_params: int
     trainable_params: int
     saved_file_bytes: int
+    padding_free: bool = False          # one row of batch x sequence tokens
+    in_backward: tuple[int, int] = ()   # optimizer in backward: (the largest gradient, its step's temporaries)
+    offload: bool = False               # checkpointed inputs to host memory
+    paged_states: int = 0               # optimizer states in CUDA unified memory (paged bitsandbytes optimizers)
 
     def counts(self, seq_len: int, batch_size: int) -> tuple[tuple[int, int, int, int, int], int]:
         """The form's variables (tokens, scores, mask, batch mask, batch) and the sequence length."""
+        if self.padding_free:
+            seq_len, batch_size = seq_len * batch_size, 1
         s = seq_len + self.virtual_tokens
         kv = s + self.prefix_tokens
         b = batch_size
@@ -108,31 +126,31 @@ class Template:
         kept."""
         shape = self.shape
         c, s = self.counts(seq_len, batch_size)
-        T = c[0]
+        batch_size = c[4]
         L = shape.num_layers
         first, later_all, largest = self.forms.at(s)
         later = largest.bytes(*c)          # one later layer (the largest, where layers differ)
         if self.checkpointing:
-            A = L * self.checkpoint.bytes(*c)
+            A = (min(L, OFFLOAD_STASH) if self.offload else L) * self.checkpoint.bytes(*c)
         else:
             A = first.bytes(*c) + later_all.bytes(*c)
         A += self.outside.bytes(*c) + self.outside_seq * s
         V = shape.vocab_size
         # log_softmax's fp32 output and the labels; Gemma-2's final soft-capping (tanh) saves its
         # output in the logits' dtype too
-        loss = self.loss_bytes * T * V + 8 * batch_size * (s + 1)
-        fwd_tr = self.loss_forward * T * V
+        held, fwd_tr, bwd_loss, head_logits = self.loss.bytes(batch_size, s, V)
+        loss = held + 8 * batch_size * (s + 1)
         # the final hidden states (lm_head's input) and, for prefix tuning, the cache of every
         # layer's keys and values with the prefix live in the model's output until the loss is read
         fwd_tr += self.forward_held.bytes(*c)
-        bwd_tr = self.loss_backward * T * V + self.early_gradients
+        bwd_tr = bwd_loss + self.early_gradients
         W, Q, G, S = self.weights, self.quant_state, self.gradients, self.optimizer_states
         moments = [("forward", [W, Q, 0, S, A, loss, fwd_tr, 0]), ("backward", [W, Q, 0, S, A, loss, bwd_tr, 0])]
         head_bwd = self.head_backward.bytes(*c)
         if head_bwd:
             # the head's backward: the loss's saved tensors gone, one fp32 gradient of the logits left,
             # beside the head's own gradients (a trained head weight's) and every saved activation
-            moments.append(("backward", [W, Q, 0, S, A, 0, 4 * T * V + head_bwd + self.early_gradients, 0]))
+            moments.append(("backward", [W, Q, 0, S, A, 0, head_logits + head_bwd + self.early_gradients, 0]))
         transients = [(before.bytes(*c), alive.bytes(*c)) for before, alive in self.transients]
         for before, alive in transients:
             # a method's forward temporaries in the top layer: every lower layer's saved set (every
@@ -152,7 +170,8 @@ class Template:
             # and a global one, and the last layers to go hold only the kind they use
             mask = self.a * c[3]
             ends = (
-                (self.head_gradients + self.mlp_side_gradients, L * one + tables + self.eager_masks * mask),
+                (self.head_gradients + self.mlp_side_gradients,
+                 (min(L, 2) if self.offload else L) * one + tables + self.eager_masks * mask),
                 (self.head_gradients + (L - 1) * self.layer_gradients + self.mlp_side_gradients,
                  one + tables + min(self.eager_masks, 1) * mask),
             )
@@ -173,7 +192,24 @@ class Template:
                                          + self.early_gradients, 0]))
         moments.append(("backward", [W, Q, G, S, 0, 0, self.tied_extra, 0]))
         moments.append(("optimizer", [W, Q, G, S, 0, 0, self.optimizer_temporaries, 0]))
+        if self.in_backward:
+            # each gradient is stepped and freed as soon as it is made: at most one (the largest) and
+            # its step's temporaries beside the rest of any backward moment; nothing is left to step
+            one, step = self.in_backward
+            for i, (phase, parts) in enumerate(moments):
+                if phase == "optimizer":
+                    moments[i] = (phase, [W, Q, 0, S, 0, 0, 0, 0])
+                elif parts[2] > one:
+                    parts[2] = one
+                    parts[6] += step
         return moments
+
+    def host_bytes(self, seq_len: int, batch_size: int) -> int:
+        """Host memory the offloaded checkpointed inputs take (pinned), per GPU."""
+        if not (self.offload and self.checkpointing):
+            return 0
+        c, _ = self.counts(seq_len, batch_size)
+        return self.shape.num_layers * self.checkpoint.bytes(*c)
 
     def peak(self, seq_len: int, batch_size: int, overhead: Overhead = DEFAULT_OVERHEAD) -> int:
         """Peak bytes per GPU (the search's fast path; equals ``estimate(...).peak_bytes``: the
@@ -216,6 +252,13 @@ def template(shape: ModelShape, setup: TrainingSetup) -> Template:
     layer_grads = sum(grad_per(g) for g in trainable if g.per_layer(L))
     head_grads = sum(grad_per(g) for g in trainable if g.label.startswith(head_labels))
     r = 4 if setup.mixed else setup.activation_bytes
+    head_trains = m.trains_base or "lm_head" in setup.modules_to_save
+    in_backward: tuple[int, int] = ()
+    if setup.optimizer_in_backward and trainable:
+        one = max(grad_per(g) // g.count for g in trainable)
+        biggest = max(trainable, key=lambda g: g.data_bytes() // g.count)
+        step = opt.optimizer_temporaries([TensorGroup(biggest.label, 1, biggest.numel, biggest.storage, True)], setup)
+        in_backward = (one, step)
     # the final hidden states (lm_head's input), and what the method keeps in the model's output
     forward_held = Size(token=r * shape.hidden_size) + m.output_holds(shape, setup)
     mlp_side = m.mlp_first_gradients(shape, setup, layer_grads // L)
@@ -223,7 +266,7 @@ def template(shape: ModelShape, setup: TrainingSetup) -> Template:
     # with checkpointing transformers makes the embedding's output require grad; where virtual
     # tokens are concatenated after it or learned positions are added to it, that output is a leaf
     # apart from layer 0's input (a trained embedding's output has a grad_fn: no separate leaf then)
-    if setup.checkpointing and not (m.trains_base or m.trains_embedding) and (setup.virtual_tokens or shape.position_embeddings):
+    if setup.checkpointing and not (m.trains_base or m.embedding_trains(setup)) and (setup.virtual_tokens or shape.position_embeddings):
         per = r * shape.hidden_size
         input_leaf = Size(token=per, batch=-per * setup.virtual_tokens)
     if setup.checkpointing and shape.dropout > 0:
@@ -258,6 +301,7 @@ def template(shape: ModelShape, setup: TrainingSetup) -> Template:
         outside=outside,
         outside_seq=outside_seq,
         a=setup.activation_bytes,
+        loss=lg.loss_model(shape, setup, head_trains),
         **lg.loss_coefficients(shape, setup),
         checkpointing=setup.checkpointing,
         cuda=setup.device == "cuda",
@@ -266,6 +310,10 @@ def template(shape: ModelShape, setup: TrainingSetup) -> Template:
         total_params=wt.total_params([g for g in groups if not g.added]),
         trainable_params=wt.trainable_params(groups),
         saved_file_bytes=wt.saved_file_bytes(groups, full=m.trains_base) + m.extra_file_bytes(shape, setup),
+        padding_free=setup.packing == "padding-free",
+        in_backward=in_backward,
+        offload=setup.activation_offload,
+        paged_states=opt.paged_state_bytes(groups, setup),
     )
     if len(_TEMPLATES) > 4096:
         _TEMPLATES.clear()
@@ -287,16 +335,18 @@ class Estimate:
     overhead: Overhead = DEFAULT_OVERHEAD
     groups: tuple[TensorGroup, ...] = ()       # every tensor of the trained model
     moments: tuple[tuple[str, MemoryBreakdown], ...] = ()  # every candidate peak, tensors only
+    host_bytes: int = 0                        # offloaded activations in pinned host memory (per GPU)
+    paged_state_bytes: int = 0                 # optimizer states in CUDA unified memory (not in allocated)
 
     @property
     def allocated_bytes(self) -> int:
-        """What ``torch.cuda.max_memory_allocated`` will say."""
-        return self.overhead.allocated(self.peak.tensors)
+        """What ``torch.cuda.max_memory_allocated`` will say (a paged optimizer's states are not in it)."""
+        return self.overhead.allocated(self.peak.tensors - self.paged_state_bytes)
 
     @property
     def reserved_bytes(self) -> int:
-        """What ``torch.cuda.max_memory_reserved`` will say."""
-        return self.overhead.reserved(self.peak.tensors)
+        """What ``torch.cuda.max_memory_reserved`` will say (a paged optimizer's states are not in it)."""
+        return self.overhead.reserved(self.peak.tensors - self.paged_state_bytes)
 
     @property
     def device_used_bytes(self) -> int:
@@ -345,4 +395,6 @@ def estimate(model: ModelEntry, setup: TrainingSetup, overhead: Overhead = DEFAU
         overhead=overhead,
         groups=t.groups,
         moments=tuple((p, MemoryBreakdown(*parts)) for p, parts in t.moments(setup.seq_len, setup.batch_size)),
+        host_bytes=t.host_bytes(setup.seq_len, setup.batch_size),
+        paged_state_bytes=t.paged_states,
     )

@@ -6,6 +6,8 @@ Per trained tensor of n elements stored in b bytes per element:
 - ``adamw`` (torch.optim.AdamW): exp_avg and exp_avg_sq in the parameter's dtype, 2 n b; plus a
   4-byte fp32 ``step`` per tensor, which lives on the CPU unless ``capturable``/``fused``
   (torch/optim/adam.py ``_init_group``), so it counts only on a CPU device.
+- ``adamw-fused`` (torch.optim.AdamW(fused=True), transformers' ``adamw_torch_fused`` default on torch
+  >= 2.8, torchtune's LoRA configs): the same two states, and the ``step`` on the parameter's device.
 - ``adamw-8bit`` / ``paged-adamw-8bit`` (bitsandbytes Optimizer2State, optim_bits=8): tensors of
   at least 4,096 elements keep two uint8 states plus one fp32 absmax per 256 elements per state,
   2 n + 8 ceil(n / 256); smaller tensors keep two fp32 states, 8 n.
@@ -21,13 +23,13 @@ Step temporaries: torch AdamW single-tensor (the CPU default, ``_single_tensor_a
 temporaries of a tensor's size for ``denom`` and keeps it until the next tensor's is made: the
 largest ``size[i-1] + 2 size[i]`` in parameter order; foreach (the CUDA default,
 ``_multi_tensor_adam``) makes one copy of every second moment at once (``_foreach_sqrt``): all
-trained bytes. bitsandbytes' optimizers update in their own kernels: none. Adafactor makes fp32
+trained bytes. The fused kernel (``_fused_adamw``) updates in place: none. bitsandbytes' optimizers
+update in their own kernels: none. Adafactor makes fp32
 copies of a tensor's gradient, parameter and update: 3 x the largest tensor in fp32.
 (Measured on fake tensors, torch 2.13: Llama-3.1-8B full bf16 single-tensor 2 x lm_head; foreach
 one copy of every parameter.)
 
-Known limitations: fused AdamW (``fused=True``) and the step temporaries of the bitsandbytes
-optimizers on CUDA are not modelled.
+Known limitations: the step temporaries of the bitsandbytes optimizers on CUDA are not modelled.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 BNB_MIN_8BIT_SIZE = 4096  # bitsandbytes Optimizer8bit min_8bit_size
 BNB_BLOCK = 256           # bitsandbytes blockwise 8-bit state block
+# bitsandbytes Optimizer8bit.get_state_buffer (optim/optimizer.py 383-387): a paged optimizer keeps the
+# states of tensors of at least 1e5 elements in CUDA unified memory (cudaMallocManaged, functional.py
+# 91-99), which PyTorch's caching allocator never sees: torch.cuda.max_memory_allocated and
+# max_memory_reserved leave them out; nvidia-smi counts them while they are resident on the GPU
+PAGED_MIN_NUMEL = 100_000
 
 
 def _adam8bit(n: int, b: int, factored: int, cpu: bool) -> int:
@@ -88,6 +95,7 @@ OPTIMIZERS: dict[str, Optimizer] = {
     for o in (
         Optimizer("adamw", "torch.optim.AdamW", lambda n, b, f, cpu: 2 * n * b + (4 if cpu else 0),
                   temporaries="adamw", takes_foreach=True),
+        Optimizer("adamw-fused", "torch.optim.AdamW", lambda n, b, f, cpu: 2 * n * b + 4, kwargs=(("fused", True),)),
         Optimizer("adamw-8bit", "bitsandbytes.optim.AdamW8bit", _adam8bit),
         Optimizer("paged-adamw", "bitsandbytes.optim.PagedAdamW", lambda n, b, f, cpu: 8 * n, paged=True),
         Optimizer("paged-adamw-8bit", "bitsandbytes.optim.PagedAdamW8bit", _adam8bit, paged=True),

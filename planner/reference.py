@@ -6,6 +6,12 @@ is compared like for like: allocated with the planner's allocated figure, reserv
 reserved figure. Rows of methods the planner does not have (DoRA, IA3, GPTQ bases, ...) are listed
 with the reason.
 
+``data/reference/published_memory_stacks.csv`` (+ ``SOURCES_stacks.md``) holds 83 rows from the
+training stacks' own docs, notebooks and issues (torchtune, LitGPT, unsloth, axolotl, torchtitan,
+Liger on Trainer, the PEFT docs); ``fitplan.reference_stacks`` writes each out as the options a
+careful user would give (``--stack`` and the stacks' options), and ``compare(..., with_stacks=False)``
+plans the same rows with only the options the planner had before, to show what the stacks changed.
+
 Two sources, two software stacks:
 - PEFT's MetaMathQA method comparison (NVIDIA L40S; torch 2.13, transformers 5.13, the stack the
   planner models): bf16 weights with fp32 adapters, AdamW, SDPA, batch 4 padded to the longest
@@ -58,6 +64,7 @@ class Comparison:
     planner_bytes: int
     gpus: int
     note: str = ""
+    stack: str = ""           # the training stack the row ran on (stacks rows)
 
     @property
     def error_percent(self) -> float:
@@ -66,6 +73,42 @@ class Comparison:
 
 def reference_path() -> Path:
     return data_dir() / "reference" / "published_memory.csv"
+
+
+def stacks_path() -> Path:
+    """The stacks' published rows (``published_memory_stacks.csv``)."""
+    return data_dir() / "reference" / "published_memory_stacks.csv"
+
+
+def _stack_row(row: dict[str, str], with_stacks: bool) -> Comparison | str:
+    """A stacks row planned as ``fitplan.reference_stacks`` writes it, like for like, or why not."""
+    from fitplan import reference_stacks
+    from fitplan.memory.overhead import DEFAULT_OVERHEAD
+    from fitplan.planning import plan
+
+    got = reference_stacks.options_for(row["id"], with_stacks)
+    if isinstance(got, str):
+        return got
+    stack, options, gpu_name, kind = got
+    result = plan(**options).method
+    if result.estimate is None:
+        return f"the planner refuses its settings ({result.error})"
+    est = result.estimate
+    overhead = overhead_for(resolve_gpu(gpu_name))[0] if gpu_name else DEFAULT_OVERHEAD
+    tensors, paged = est.peak.tensors, est.paged_state_bytes
+    if result.spread is not None:
+        tensors = result.spread.per_gpu.tensors
+        p = result.spread.placement
+        paged = 0 if p.offload != "none" else paged // (p.shard if p.strategy != "ddp" else 1)
+    if kind == "device_used":
+        planner = overhead.device_used(tensors)
+    elif kind == "reserved":
+        planner = overhead.reserved(tensors - paged)
+    else:
+        planner = overhead.allocated(tensors - paged)
+    words = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in options.items() if k != "model")
+    return Comparison(row["id"], row["id"].split("-")[0], est.model.name, est.method.name, words, kind,
+                      measured_bytes(row), planner, int(options.get("gpus", 1)), stack=stack)
 
 
 # the columns the comparison reads (the published CSVs' own header has these and more)
@@ -164,10 +207,24 @@ def setup_for(row: dict[str, str]) -> tuple[ModelEntry, TrainingSetup, int, str]
     return model, setup, gpus, words
 
 
-def compare(path: str | Path | None = None) -> tuple[list[Comparison], list[tuple[str, str]]]:
-    """Every expressible row beside the planner's like-for-like figure; and the skipped rows."""
+def compare(path: str | Path | None = None, with_stacks: bool = True) -> tuple[list[Comparison], list[tuple[str, str]]]:
+    """Every expressible row beside the planner's like-for-like figure; and the skipped rows.
+
+    ``with_stacks=False``: the stacks' rows planned with the options the planner had before them."""
+    from fitplan import reference_stacks
+
     out, skipped = [], []
     for row in rows(path):
+        if row["id"] in reference_stacks.ROWS:
+            try:
+                got = _stack_row(row, with_stacks)
+            except (PlanError, ValueError) as exc:
+                got = f"its settings cannot be planned ({exc})"
+            if isinstance(got, str):
+                skipped.append((row["id"], got))
+            else:
+                out.append(got)
+            continue
         if row["method"] not in EXPRESSIBLE:
             skipped.append((row["id"], f"method {row['method']!r} is not one the planner models"))
             continue
@@ -201,14 +258,18 @@ def compare(path: str | Path | None = None) -> tuple[list[Comparison], list[tupl
     return out, skipped
 
 
-def summary(comparisons: list[Comparison]) -> dict[str, Any]:
+def summary(comparisons: list[Comparison], by_stack: bool = True) -> dict[str, Any]:
     errors = [abs(c.error_percent) for c in comparisons]
     worst = max(comparisons, key=lambda c: abs(c.error_percent)) if comparisons else None
-    return {
+    out = {
         "rows": len(comparisons),
         "median_abs_error_percent": round(statistics.median(errors), 2) if errors else None,
         "worst": None if worst is None else {"id": worst.id, "error_percent": round(worst.error_percent, 2)},
     }
+    stacks = sorted({c.stack for c in comparisons if c.stack})
+    if stacks and by_stack:
+        out["by_stack"] = {st: summary([c for c in comparisons if c.stack == st], False) for st in stacks}
+    return out
 
 
 def observations(path: str | Path | None = None, single_gpu_only: bool = True) -> dict[str, list[Observation]]:
@@ -235,7 +296,8 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         return {
             "summary": summary(list(self.comparisons)),
-            "rows": [{"id": c.id, "model": c.model, "method": c.method, "settings": c.settings, "kind": c.kind,
+            "rows": [{"id": c.id, "stack": c.stack or None, "model": c.model, "method": c.method,
+                      "settings": c.settings, "kind": c.kind,
                       "gpus": c.gpus, "measured_bytes": c.measured_bytes, "planner_bytes": c.planner_bytes,
                       "error_percent": round(c.error_percent, 3)} for c in self.comparisons],
             "skipped": [{"id": i, "reason": r} for i, r in self.skipped],
@@ -253,11 +315,14 @@ class Report:
         if s["worst"] is not None:
             lines.append(f"{s['rows']} rows; median |error| {s['median_abs_error_percent']}%; "
                          f"worst {s['worst']['id']} {s['worst']['error_percent']:+.1f}%")
+        for st, sub in s.get("by_stack", {}).items():
+            lines.append(f"  stack {st}: {sub['rows']} rows; median |error| {sub['median_abs_error_percent']}%; "
+                         f"worst {sub['worst']['id']} {sub['worst']['error_percent']:+.1f}%")
         lines.append(f"{len(self.skipped)} rows not expressible: " + ", ".join(i for i, _ in self.skipped))
         return "\n".join(lines)
 
 
-def report(path: str | Path | None = None) -> Report:
+def report(path: str | Path | None = None, with_stacks: bool = True) -> Report:
     """Compare every row of a published-measurements CSV (default: the shipped one) with the planner."""
-    comparisons, skipped = compare(path)
+    comparisons, skipped = compare(path, with_stacks)
     return Report(tuple(comparisons), tuple(skipped))

@@ -74,8 +74,11 @@ def setup_line(plan: Plan) -> str:
         ckpt = "off (on for qlora, as peft's prepare_model_for_kbit_training does)"
     else:
         ckpt = "on" if st.grad_ckpt else "off"
-    p = plan.placement
-    gpus = f", {p.gpus} GPU{'s' if p.gpus > 1 else ''}: {p.describe()}" if p is not None else ""
+    p, lay = plan.placement, plan.layout
+    if lay is not None:
+        gpus = f", {lay.gpus} GPU{'s' if lay.gpus > 1 else ''}: {lay.describe()}"
+    else:
+        gpus = f", {p.gpus} GPU{'s' if p.gpus > 1 else ''}: {p.describe()}" if p is not None else ""
     return (
         f"Setup: seq {st.seq_len}, batch {st.batch_size}, {st.precision}, {st.optimizer}, attention {st.attention} "
         f"({st.device}), gradient checkpointing {ckpt}{gpus}"
@@ -149,7 +152,8 @@ def _suggestions(plan: Plan, fmt: str = "text") -> list[str]:
     table = []
     for x in plan.suggestions:
         p = x.result.placement
-        row = [("" if x.practical else "! ") + x.gpu.name, p.gpus, p.nodes, p.strategy, p.offload,
+        sharding = p.strategy if x.result.layout is None else x.result.layout.describe()
+        row = [("" if x.practical else "! ") + x.gpu.name, p.gpus, p.nodes, sharding, p.offload,
                "on" if x.setup.checkpointing else "off", gib(x.result.peak_bytes), f"{100 * x.headroom_fraction:.0f}%",
                f"±{100 * x.band_fraction:.0f}%" + ("" if x.calibrated else " (uncalibrated)"),
                "-" if x.price_per_hour is None else f"${x.price_per_hour:,.2f} ({x.gpu.price_date})"]
@@ -171,6 +175,36 @@ def _suggestions(plan: Plan, fmt: str = "text") -> list[str]:
     return lines
 
 
+def _beyond_step(r: MethodResult) -> list[str]:
+    """The lines on what the step is not: offloaded activations in host memory; the model load's and
+    the checkpoint save's peaks, and which of the three is highest."""
+    est, lines = r.estimate, []
+    if est.host_bytes:
+        lines.append(f"Host memory: {gib(est.host_bytes)} GiB of offloaded activations (pinned), per GPU")
+    pk = r.other_peaks
+    words = {"step": "the step", "model_load": "the model load", "checkpoint_save": "the checkpoint save"}
+    lines.append(f"Beside the step ({gib(pk.step_bytes)} GiB): model load {gib(pk.load_bytes)} GiB ({pk.load_how}), "
+                 f"checkpoint save {gib(pk.save_bytes)} GiB ({pk.save_how}); highest: {words[pk.highest]}")
+    return lines
+
+
+def _beyond_steps(results: list[MethodResult]) -> list[str]:
+    """For the methods' table: the methods whose model load or checkpoint save peaks above the step."""
+    above = []
+    for r in results:
+        if r.estimate is None:
+            continue
+        pk = r.other_peaks
+        if pk.highest != "step":
+            what = "model load" if pk.highest == "model_load" else "checkpoint save"
+            top = pk.load_bytes if pk.highest == "model_load" else pk.save_bytes
+            above.append(f"{r.method.name} {what} {gib(top)} GiB")
+    if not above:
+        return ["Beside the step: the model load and the checkpoint save peak below every method's step "
+                "(--method M --json: other_peaks)"]
+    return ["Beside the step, above it: " + "; ".join(above)]
+
+
 def render(plan: Plan, fmt: str = "text") -> str:
     """The whole text answer, its tables in ``fmt``; with ``csv``, the main table alone."""
     if fmt == "csv":
@@ -187,13 +221,23 @@ def render(plan: Plan, fmt: str = "text") -> str:
         if plan.setup.gpus > 1:
             out.append(f"(components are one unsharded replica's; peak/GPU shards weights, gradients and "
                        f"optimizer states over {plan.setup.gpus} GPUs)")
+        out += _beyond_steps(results)
     else:
         r = plan.method
         est = r.estimate
         out.append(f"{est.method.title}: {est.trainable_params:,} trainable parameters ({est.trainable_percent:.3f}%), "
                    f"saves {est.saved_file_bytes / MIB:,.1f} MiB ({est.method.saved_kind})")
-        spread = r.spread
-        if spread is None:
+        spread = r.spread or r.parallel
+        if r.parallel is not None:
+            par = r.parallel
+            where = ""
+            if par.stage != "only":
+                stages = ", ".join(f"{k} {gib(v)} GiB" for k, v in (par.stages or {}).items())
+                where = f", the {par.stage} pipeline stage (the worst of {stages})"
+            out.append(f"Memory per GPU by training phase, {par.layout.describe()}{where}, GiB (2**30 bytes):")
+            out.append(phase_table(par.phases, par.phase, fmt))
+            tensors = par.per_gpu.tensors
+        elif spread is None:
             out.append("Memory by training phase, GiB (2**30 bytes):")
             out.append(phase_table(est.phases, est.peak_phase, fmt))
             tensors = est.peak.tensors
@@ -208,10 +252,15 @@ def render(plan: Plan, fmt: str = "text") -> str:
         if est.setup.device == "cuda":
             o = est.overhead
             used = o.device_used(tensors)
+            paged = est.paged_state_bytes
             out.append(f"What the tools will say at the peak{' per GPU' if spread else ''}: allocated "
-                       f"{gib(o.allocated(tensors))} GiB (torch.cuda.max_memory_allocated), reserved "
-                       f"{gib(o.reserved(tensors))} GiB, device used {gib(used)} ± {gib(int(used * o.band_fraction))} "
+                       f"{gib(o.allocated(tensors - paged))} GiB (torch.cuda.max_memory_allocated), reserved "
+                       f"{gib(o.reserved(tensors - paged))} GiB, device used {gib(used)} ± {gib(int(used * o.band_fraction))} "
                        "GiB (nvidia-smi)")
+            if paged:
+                out.append(f"Paged optimizer: {gib(paged)} GiB of states in CUDA unified memory, which nvidia-smi counts "
+                           "while resident and max_memory_allocated / max_memory_reserved never do")
+        out += _beyond_step(r)
         if gpu is not None:
             n = r.gpus_needed
             if r.fits:
@@ -239,9 +288,17 @@ def render(plan: Plan, fmt: str = "text") -> str:
         out.append(tabulate([[" / ".join(names), *key] for key, names in rows.items()],
                             ["sharding", "offload", "GPUs", "nodes", "GiB per GPU", "host GiB per node", "peak phase"],
                             fmt))
-    elif plan.placements is not None and not plan.method.fits:
-        out.append(f"No sharding or offload holds this step on {gpu.name} at any count up to 4096 GPUs: the "
-                   "activations are not sharded; enable --grad-ckpt, shorten the sequence or lower the batch.")
+    if plan.layouts:
+        out.append("")
+        out.append(f"Model-parallel layouts on {plan.layouts[0].layout.gpus} x {gpu.name} (the fewest whole nodes "
+                   f"that hold the step; least model parallelism first){plan.placements_note}:")
+        out.append(tabulate([[x.layout.tp, x.layout.pp, x.layout.cp, x.layout.ep, x.layout.dp, x.layout.strategy,
+                              gib(x.peak_bytes), x.stage, x.phase] for x in plan.layouts],
+                            ["TP", "PP", "CP", "EP", "DP", "sharding", "GiB per GPU", "worst stage", "peak phase"], fmt))
+    if not plan.placements and plan.placements is not None and not plan.method.fits and not plan.layouts:
+        out.append(f"No sharding, offload or model-parallel layout holds this step on {gpu.name} at any count up "
+                   "to 4096 GPUs (1024 with model parallelism): enable --grad-ckpt, shorten the sequence or lower "
+                   "the batch.")
     if plan.training is not None:
         t = plan.training
         cost = "" if t.cost_usd is None else f", about ${t.cost_usd:,.0f} at {gpu.name}'s indicative price ({gpu.price_date})"
@@ -290,6 +347,7 @@ def primary_csv(plan: Plan) -> str:
         return _suggestions(plan, "csv")[2]
     if plan.single:
         r = plan.method
-        phases, peak = (r.spread.phases, r.spread.phase) if r.spread is not None else (r.phases, r.estimate.peak_phase)
+        spread = r.parallel or r.spread
+        phases, peak = (spread.phases, spread.phase) if spread is not None else (r.phases, r.estimate.peak_phase)
         return phase_table(phases, peak, "csv")
     return plan_table(list(plan.methods.values()), plan.gpu, "csv")

@@ -58,6 +58,14 @@ DEFAULTS: dict[str, Any] = {
     "sharding": "auto",
     "offload": "none",
     "gpus_per_node": 8,
+    "tensor_parallel": 1,
+    "pipeline_parallel": 1,
+    "context_parallel": 1,
+    "expert_parallel": 1,
+    "pipeline_schedule": "1f1b",
+    "virtual_stages": 1,
+    "microbatches": None,        # twice the pipeline stages
+    "sequence_parallel": True,
     "suggest": False,
     "max_batch": False,
     "max_seq_len": False,
@@ -68,6 +76,15 @@ DEFAULTS: dict[str, Any] = {
     "examples": None,
     "dataset_tokens": None,
     "adapters": None,            # one task
+    "stack": "hf",               # Trainer + peft (fitplan.stacks): what the planner models without a stack
+    "loss": "standard",
+    "compile": False,
+    "optimizer_in_backward": False,
+    "activation_offload": False,
+    "adapter_dtype": "fp32",
+    "lora_alpha": None,          # 2 x rank
+    "modules_to_save": "",
+    "packing": "none",
 }
 
 # defaults that the output lists as assumed when the user did not choose them: (words, option)
@@ -127,8 +144,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("seq_len", "int", "Tokens per sequence [default: 2048].", "N"),
     Option("batch_size", "int", "Micro batch per GPU [default: 1].", "N"),
     Option("precision", "str", "fp32, bf16, fp16, bf16-mixed, fp16-mixed or bf16-master [default: bf16].", "P"),
-    Option("optimizer", "str", "adamw, adamw-8bit, paged-adamw, paged-adamw-8bit, sgd, sgd-momentum, adafactor "
-                               "or lion [default: adamw].", "OPT"),
+    Option("optimizer", "str", "adamw, adamw-fused, adamw-8bit, paged-adamw, paged-adamw-8bit, sgd, sgd-momentum, "
+                               "adafactor or lion [default: adamw].", "OPT"),
     Option("grad_ckpt", "switch", "Gradient checkpointing [default: on for qlora, off otherwise]."),
     Option("attention", "str", "eager, sdpa or flash [default: sdpa].", "IMPL"),
     Option("quant", "str", "QLoRA's 4-bit type: nf4 or fp4 [default: nf4].", "Q"),
@@ -143,6 +160,17 @@ OPTIONS: tuple[Option, ...] = (
                               "[default: auto].", "S"),
     Option("offload", "str", "none, optimizer or params (to host memory) [default: none].", "O"),
     Option("gpus_per_node", "int", "GPUs per node, for nodes and hybrid sharding [default: 8].", "N"),
+    Option("tensor_parallel", "int", "Tensor-parallel degree (Megatron / torchtitan column and row splits) "
+                                     "[default: 1].", "T"),
+    Option("pipeline_parallel", "int", "Pipeline-parallel stages [default: 1].", "P"),
+    Option("context_parallel", "int", "Context-parallel degree: sequences split across GPUs (ring attention) "
+                                      "[default: 1].", "C"),
+    Option("expert_parallel", "int", "Expert-parallel degree for MoE experts, taken from the data ranks "
+                                     "[default: 1].", "E"),
+    Option("pipeline_schedule", "str", "1f1b, gpipe, interleaved or zbv (zero-bubble V) [default: 1f1b].", "S"),
+    Option("virtual_stages", "int", "Pipeline stages per GPU (interleaved 1F1B) [default: 1].", "V"),
+    Option("microbatches", "int", "Microbatches per step through the pipeline [default: twice the stages].", "M"),
+    Option("sequence_parallel", "switch", "Sequence parallelism with tensor parallelism [default: on]."),
     Option("suggest", "flag", "Rank every catalog GPU by the cheapest configuration that holds the step."),
     Option("max_batch", "flag", "Find the largest micro batch that fits --gpu."),
     Option("max_seq_len", "flag", "Find the longest sequence that fits --gpu."),
@@ -156,6 +184,24 @@ OPTIONS: tuple[Option, ...] = (
     Option("examples", "int", "Training examples you have (under 100: prompt instead).", "N"),
     Option("dataset_tokens", "int", "Tokens in the training data (sets the LoRA rank the evidence points to).", "N"),
     Option("adapters", "int", "Tasks one base model must serve (several: one LoRA adapter each).", "N"),
+    Option("stack", "str", "The training stack whose defaults apply: hf (Trainer + peft), trl, torchtune, litgpt, "
+                           "axolotl, unsloth, llama-factory or swift (data/stacks) [default: hf].", "NAME"),
+    Option("loss", "str", "standard (full fp32 logits), chunked[:N] (N chunks upcast one at a time, torchtune's 8), "
+                          "liger or unsloth (fused linear cross-entropy), cce (Cut Cross-Entropy) or trl (TRL's "
+                          "fused LM head) [default: standard].", "L"),
+    Option("compile", "switch", "torch.compile of the decoder layers and the loss [default: off]."),
+    Option("optimizer_in_backward", "switch", "Step each parameter inside backward and free its gradient "
+                                              "(torchtune's optimizer_in_bwd) [default: off]."),
+    Option("activation_offload", "switch", "Offload the checkpointed layer inputs to host memory (needs "
+                                           "checkpointing) [default: off]."),
+    Option("adapter_dtype", "str", "LoRA weights' dtype: fp32 (peft's upcast), bf16 or fp16 (the model's, as "
+                                   "torchtune and LitGPT keep them) [default: fp32].", "D"),
+    Option("lora_alpha", "int", "LoRA alpha (scaling only: no memory) [default: 2 x rank].", "A"),
+    Option("modules_to_save", "str", "Base modules trained as full copies beside LoRA: lm_head, embed_tokens "
+                                     "[default: none].", "M"),
+    Option("packing", "str", "none (batches padded to the longest: --seq-len is that length), packed (rows of "
+                             "--seq-len packed sequences) or padding-free (one row, flash attention) [default: none].",
+           "P"),
 )
 
 
@@ -212,6 +258,14 @@ class Request:
     sharding: str | None = None
     offload: str | None = None
     gpus_per_node: int | None = None
+    tensor_parallel: int | None = None
+    pipeline_parallel: int | None = None
+    context_parallel: int | None = None
+    expert_parallel: int | None = None
+    pipeline_schedule: str | None = None
+    virtual_stages: int | None = None
+    microbatches: int | None = None
+    sequence_parallel: bool | None = None
     suggest: bool | None = None
     max_batch: bool | None = None
     max_seq_len: bool | None = None
@@ -222,6 +276,15 @@ class Request:
     examples: int | None = None
     dataset_tokens: int | None = None
     adapters: int | None = None
+    stack: str | None = None
+    loss: str | None = None
+    compile: bool | None = None
+    optimizer_in_backward: bool | None = None
+    activation_offload: bool | None = None
+    adapter_dtype: str | None = None
+    lora_alpha: int | None = None
+    modules_to_save: str | None = None
+    packing: str | None = None
 
     @classmethod
     def of(cls, **options: Any) -> Request:

@@ -15,7 +15,9 @@ from fitplan.calibration import Calibration
 from fitplan.catalog import GPU, ModelEntry
 from fitplan.estimate import PHASES, Estimate
 from fitplan.frozen import frozen
+from fitplan.lifecycle import Peaks, peaks
 from fitplan.methods import Method
+from fitplan.parallel import RankPeak
 from fitplan.recommend import Recommendation
 from fitplan.request import Request
 from fitplan.setup import TrainingSetup
@@ -41,6 +43,7 @@ class MethodResult:
     recommended: bool = False
     gpus_needed_checkpointing: bool = False           # the count needs checkpointing the user did not choose
     gpus_needed_without_checkpointing: int | None = None
+    parallel: RankPeak | None = None      # the step under --tensor/--pipeline/--context/--expert-parallel
 
     @property
     def peak_bytes(self) -> int:
@@ -49,11 +52,20 @@ class MethodResult:
 
     @property
     def peak_bytes_per_gpu(self) -> int:
+        if self.parallel is not None:
+            return self.parallel.peak_bytes
         return self.spread.peak_bytes if self.spread is not None else self.estimate.peak_bytes
 
     @property
+    def other_peaks(self) -> Peaks:
+        """The model load's and the checkpoint save's peaks beside the step's, per GPU."""
+        return peaks(self.estimate, self.spread)
+
+    @property
     def phases(self) -> dict[str, MemoryBreakdown]:
-        """Bytes by category of each phase, per GPU where the step is spread."""
+        """Bytes by category of each phase, per GPU where the step is spread (the worst pipeline stage's)."""
+        if self.parallel is not None:
+            return self.parallel.phases
         return self.spread.phases if self.spread is not None else self.estimate.phases
 
     def to_dict(self) -> dict[str, Any]:
@@ -85,6 +97,9 @@ class MethodResult:
         if "lora_rank" in m.options:
             row["lora_rank"] = setup.lora_rank
         row["peak_bytes_per_gpu"] = self.peak_bytes_per_gpu
+        row["other_peaks"] = self.other_peaks.to_dict()
+        row["activation_host_bytes"] = est.host_bytes
+        row["paged_state_bytes"] = est.paged_state_bytes
         if self.spread is not None:
             row["sharding"] = self.spread.placement.strategy
             row["offload"] = self.spread.placement.offload
@@ -92,6 +107,10 @@ class MethodResult:
         if self.spread is not None:
             row["phases_per_gpu"] = {p: b.to_dict() for p, b in self.spread.phases.items()}
             row["peak_phase_per_gpu"] = self.spread.phase
+        if self.parallel is not None:
+            row["parallel"] = parallel_dict(self.parallel)
+            row["phases_per_gpu"] = {p: b.to_dict() for p, b in self.parallel.phases.items()}
+            row["peak_phase_per_gpu"] = self.parallel.phase
         if self.fits is not None:
             row["fits"] = self.fits
             row["gpus_needed"] = self.gpus_needed
@@ -102,6 +121,16 @@ class MethodResult:
         return row
 
 
+def parallel_dict(o: RankPeak) -> dict[str, Any]:
+    lay = o.layout
+    return {"tensor_parallel": lay.tp, "pipeline_parallel": lay.pp, "context_parallel": lay.cp,
+            "expert_parallel": lay.ep, "data_parallel": lay.dp, "sharding": lay.strategy, "gpus": lay.gpus,
+            "pipeline_schedule": lay.schedule, "virtual_stages": lay.virtual_stages, "microbatches": lay.m,
+            "sequence_parallel": lay.sequence_parallel, "layout": lay.describe(), "worst_stage": o.stage,
+            "stage_peak_bytes": dict(o.stages or {}), "peak_bytes_per_gpu": o.peak_bytes, "peak_phase": o.phase,
+            "breakdown": o.per_gpu.parts()}
+
+
 def sharded_dict(o: ShardedPeak) -> dict[str, Any]:
     return {"sharding": o.placement.strategy, "offload": o.placement.offload, "gpus": o.placement.gpus,
             "nodes": o.placement.nodes, "peak_bytes_per_gpu": o.peak_bytes, "peak_phase": o.phase,
@@ -109,7 +138,11 @@ def sharded_dict(o: ShardedPeak) -> dict[str, Any]:
 
 
 def suggestion_dict(x: Suggestion) -> dict[str, Any]:
-    return {"gpu": x.gpu.name, **sharded_dict(x.result), "gradient_checkpointing": x.setup.checkpointing,
+    layout = x.result.layout
+    extra = {} if layout is None else {"layout": layout.describe(), "tensor_parallel": layout.tp,
+                                       "pipeline_parallel": layout.pp, "context_parallel": layout.cp,
+                                       "expert_parallel": layout.ep, "data_parallel": layout.dp}
+    return {"gpu": x.gpu.name, **sharded_dict(x.result), **extra, "gradient_checkpointing": x.setup.checkpointing,
             "headroom_fraction": round(x.headroom_fraction, 4), "price_usd_per_hour": x.price_per_hour,
             "price_date": x.gpu.price_date, "hours": x.hours, "cost_usd": x.cost, "calibrated": x.calibrated,
             "band_fraction": x.band_fraction, "practical": x.practical, "why_not": x.why_not or None}
@@ -150,11 +183,15 @@ class Plan:
     placements: tuple[ShardedPeak, ...] | None = None   # with one method and a GPU: per sharding
     placements_checkpointing: bool = False
     placements_note: str = ""
+    layouts: tuple[RankPeak, ...] | None = None         # with one method and a GPU: model-parallel layouts that hold it
     training: Training | None = None
     largest: dict[str, int | None] | None = None
     gpus_per_node: int = 8
     goal: Any = None                      # fitplan.recommend.Goal
     placement: Any = None                 # fitplan.sharding.Placement the user asked for, if any
+    layout: Any = None                    # fitplan.parallel.Layout the user asked for, if any
+    stack: Any = None                     # fitplan.stacks.Stack whose defaults applied
+    stack_applied: dict[str, Any] | None = None   # what the stack set (option -> value), where --stack was given
 
     @property
     def method(self) -> MethodResult:
@@ -182,6 +219,8 @@ class Plan:
                 "date": cal.date, "source": cal.source, "file": os.path.basename(cal.path) if cal.path else None},
             "assumed": list(self.assumed),
             "notes": list(self.notes),
+            "stack": None if self.stack is None else {**self.stack.to_dict(self.stack_applied),
+                                                      "given": self.request.given("stack")},
             "methods": [r.to_dict() for r in self.methods.values()],
             "recommendation": None if self.recommendation is None else self.recommendation.to_dict(),
         }
@@ -189,11 +228,18 @@ class Plan:
             p = self.placement
             out["placement"] = {"sharding": p.strategy, "offload": p.offload, "gpus": p.gpus, "nodes": p.nodes,
                                 "gpus_per_node": p.gpus_per_node, "description": p.describe()}
+        if self.layout is not None:
+            lay = self.layout
+            out["layout"] = {"tensor_parallel": lay.tp, "pipeline_parallel": lay.pp, "context_parallel": lay.cp,
+                             "expert_parallel": lay.ep, "data_parallel": lay.dp, "sharding": lay.strategy,
+                             "gpus": lay.gpus, "description": lay.describe()}
         if self.suggestions is not None:
             out["suggestions"] = [suggestion_dict(x) for x in self.suggestions]
         if self.placements is not None:
             out["sharding_options"] = [sharded_dict(x) for x in self.placements]
             out["sharding_options_checkpointing"] = self.placements_checkpointing
+        if self.layouts is not None:
+            out["parallel_layouts"] = [parallel_dict(x) for x in self.layouts]
         if self.training is not None:
             t = self.training
             out["training"] = {"tokens": t.tokens, "gpus": t.gpus, "mfu": t.mfu, "hours": t.hours, "cost_usd": t.cost_usd}

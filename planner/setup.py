@@ -52,6 +52,32 @@ MAX_RANK = 65_536
 MAX_GPUS = 100_000
 MAX_LAYERS = 10_000
 ROAD_VARIANTS = ("road_1", "road_2", "road_4")
+LOSSES = ("standard", "chunked", "litgpt", "liger", "cce", "trl", "unsloth")
+DEFAULT_CHUNKS = 8                   # torchtune's CEWithChunkedOutputLoss(num_output_chunks=8)
+MAX_CHUNKS = 65_536
+ADAPTER_DTYPES = ("fp32", "bf16", "fp16")
+PACKINGS = ("none", "packed", "padding-free")
+MODULES_TO_SAVE = ("lm_head", "embed_tokens")
+
+
+def loss_parts(text: str) -> tuple[str, int]:
+    """(kind, chunks) of a ``--loss`` value: ``chunked`` is torchtune's 8 chunks, ``chunked:N`` N.
+
+    Raises:
+        PlanError: an unknown kind, or chunks that are not a positive whole number.
+    """
+    kind, _, n = str(text).strip().lower().partition(":")
+    if kind not in LOSSES:
+        raise unknown_choice("loss", text, LOSSES)
+    if kind != "chunked":
+        if n:
+            raise PlanError(f"loss {text!r}: only 'chunked' takes a number of chunks (chunked:N)")
+        return kind, 1
+    if not n:
+        return kind, DEFAULT_CHUNKS
+    if not n.isdigit() or not 0 < int(n) <= MAX_CHUNKS:
+        raise PlanError(f"loss {text!r}: the chunks must be a whole number from 1 to {MAX_CHUNKS}, e.g. chunked:8")
+    return kind, int(n)
 
 
 @frozen
@@ -95,6 +121,15 @@ class TrainingSetup:
     foreach: bool | None = None  # None: the device's default (foreach on CUDA, single-tensor on CPU)
     kbit_upcast: bool = True     # qlora: prepare_model_for_kbit_training upcasts non-4-bit parameters to fp32
     transformers_major: int = 5  # 4: the transformers 4 stack (per-expert Linear MoE, an extra fp32 logits copy)
+    # ---- what the training stack does (``fitplan.stacks`` sets these from data/stacks; each is an option too)
+    loss: str = "standard"           # LOSSES, "chunked:N" for N chunks (fitplan.memory.logits)
+    compile: bool = False            # torch.compile of the decoder layers and the loss (Inductor's partitioner)
+    optimizer_in_backward: bool = False  # each parameter stepped, its gradient freed, inside backward (torchtune)
+    activation_offload: bool = False     # checkpointed layer inputs to pinned host memory (torchtune, TRL, axolotl)
+    adapter_dtype: str = "fp32"      # LoRA weights: peft's fp32 upcast, or the model's dtype (torchtune, LitGPT)
+    lora_alpha: int | None = None    # no memory: peft's scaling (None: 2 x rank, as the validator builds it)
+    modules_to_save: tuple[str, ...] = ()  # base modules trained as full copies (peft's ModulesToSaveWrapper)
+    packing: str = "none"            # PACKINGS: pad to the longest, packed rows, or one padding-free row
     # ---- options of the other peft methods, under peft's names (each read by the methods naming
     # it in Method.options; defaults are peft 0.21's own)
     base: str = "none"             # LoRA-family methods: the frozen base's storage (BASES)
@@ -185,6 +220,27 @@ class TrainingSetup:
             raise PlanError("attention 'flash' (FlashAttention 2) needs a CUDA device; use 'sdpa' or 'eager' on cpu")
         if self.checkpointing and self.method.checkpointing_refused:
             raise PlanError(f"{self.method.checkpointing_refused}; drop --grad-ckpt")
+        kind, chunks = loss_parts(self.loss)
+        object.__setattr__(self, "loss", kind if kind != "chunked" else f"chunked:{chunks}")
+        if self.adapter_dtype not in ADAPTER_DTYPES:
+            raise unknown_choice("adapter dtype", self.adapter_dtype, ADAPTER_DTYPES)
+        if self.packing not in PACKINGS:
+            raise unknown_choice("packing", self.packing, PACKINGS)
+        for name in self.modules_to_save:
+            if name not in MODULES_TO_SAVE:
+                raise unknown_choice("module to save", name, MODULES_TO_SAVE)
+        if self.lora_alpha is not None and (isinstance(self.lora_alpha, bool) or not isinstance(self.lora_alpha, int)
+                                            or not 0 < self.lora_alpha <= MAX_RANK):
+            raise PlanError(f"lora-alpha must be a whole number from 1 to {MAX_RANK}, got {self.lora_alpha!r}")
+        if self.packing == "padding-free" and self.attention != "flash":
+            raise PlanError("padding-free batches (one row of every sequence, position ids restarting) need "
+                            "--attention flash: with sdpa or eager transformers builds a mask over the whole row")
+        if self.activation_offload and not self.checkpointing:
+            raise PlanError("--activation-offload moves the checkpointed layer inputs to host memory (torchtune and "
+                            "axolotl refuse it without checkpointing): add --grad-ckpt")
+        if self.optimizer_in_backward and self.master_weights:
+            raise PlanError("--optimizer-in-backward steps each bf16 parameter as its gradient is made; "
+                            "--precision bf16-master keeps fp32 master weights that DeepSpeed steps after backward")
 
     # ---- derived facts ----------------------------------------------------------------
     @property
@@ -210,6 +266,19 @@ class TrainingSetup:
         """bf16 weights with an fp32 master copy, fp32 gradients and fp32 optimizer states, as
         DeepSpeed's and Megatron's mixed precision keep them (18 bytes per trained parameter)."""
         return self.precision == "bf16-master"
+
+    @property
+    def loss_kind(self) -> str:
+        return self.loss.partition(":")[0]
+
+    @property
+    def loss_chunks(self) -> int:
+        return loss_parts(self.loss)[1]
+
+    @property
+    def adapter_storage(self) -> str:
+        """The dtype LoRA's weights are kept in: fp32 (peft's upcast), or the one given."""
+        return self.adapter_dtype
 
     @property
     def uses_foreach(self) -> bool:
@@ -238,6 +307,7 @@ class TrainingSetup:
         out["method"] = self.method.name
         out["lora_targets"] = list(self.lora_targets)
         out["ia3_targets"] = list(self.ia3_targets)
+        out["modules_to_save"] = list(self.modules_to_save)
         out["grad_ckpt"] = self.checkpointing
         out["foreach"] = self.uses_foreach
         return out

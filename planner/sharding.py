@@ -26,7 +26,7 @@ number of GPUs that share it; ``Spread`` holds those parts for one estimate, str
 so that any GPU count is a few integer operations (the search's fast path), and the fewest GPUs
 that hold a step is a bisection over every count, since the per-GPU peak never grows with the count.
 
-Known limitations: tensor and pipeline parallelism are not modelled; NCCL's own buffers and
+Known limitations: tensor, pipeline, expert and context parallelism are ``fitplan.parallel``'s; NCCL's own buffers and
 DeepSpeed's configurable bucket sizes are approximated by one layer's worth.
 """
 
@@ -36,6 +36,10 @@ from fitplan.breakdown import MemoryBreakdown
 from fitplan.errors import PlanError, unknown_choice
 from fitplan.estimate import PHASES, Estimate
 from fitplan.frozen import frozen
+
+TYPE_CHECKING = False  # typing is not imported at run time: the cold start
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
 
 STRATEGIES = ("none", "ddp", "zero1", "zero2", "zero3", "fsdp", "hybrid")
 OFFLOADS = ("none", "optimizer", "params")
@@ -110,6 +114,7 @@ class ShardedPeak:
     per_gpu: MemoryBreakdown          # tensors by category at the peak phase, and the overhead
     host_bytes_per_node: int
     phases: dict[str, MemoryBreakdown] | None = None   # every phase, per GPU
+    layout: Any = None        # fitplan.parallel.Layout where tensor or pipeline parallelism is used too
 
     @property
     def peak_bytes(self) -> int:

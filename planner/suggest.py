@@ -121,7 +121,37 @@ def _best_for_gpu(model: ModelEntry, variants: list[TrainingSetup], gpu: GPU, ov
             key = (_OFFLOAD_RANK[hit.placement.offload], hit.placement.gpus, variant.checkpointing, hit.peak_bytes)
             if best is None or key < best[0]:
                 best = (key, variant, hit)
+        if fixed is None and _datacenter_fabric(gpu):
+            # beyond a node, tensor and pipeline parallelism may hold the step on fewer GPUs (on an
+            # NVLink fabric: every layer's tensor-parallel all-reduce over PCIe is not worth building)
+            most = min(x.placement.gpus for x in found if x.placement.offload == "none") if any(
+                x.placement.offload == "none" for x in found) else None
+            hit = _layout_hit(est, budget, gpus_per_node, most)
+            if hit is not None:
+                key = (0, hit.placement.gpus, variant.checkpointing, hit.peak_bytes)
+                if best is None or key < best[0]:
+                    best = (key, variant, hit)
     return None if best is None else (best[1], best[2])
+
+
+def _layout_hit(est, budget: int, gpus_per_node: int, data_parallel_gpus: int | None) -> ShardedPeak | None:
+    """The fewest whole nodes (fewer than data parallelism alone needs) on which a model-parallel layout
+    holds the step, as a ShardedPeak carrying its layout."""
+    from fitplan.parallel import Ranks, search
+
+    if data_parallel_gpus is not None and data_parallel_gpus <= gpus_per_node:
+        return None
+    ranks = Ranks(est)
+    for nodes in (1, 2, 4, 8, 16, 32, 64, 128):
+        n = nodes * gpus_per_node
+        if data_parallel_gpus is not None and n >= data_parallel_gpus:
+            return None
+        found = search(est, budget, n, gpus_per_node, limit=1, ranks=ranks)
+        if found:
+            r = found[0]
+            placement = Placement(r.layout.strategy, n, gpus_per_node)
+            return ShardedPeak(placement, r.phase, r.per_gpu, 0, r.phases, layout=r.layout)
+    return None
 
 
 def suggest(model: ModelEntry, setup: TrainingSetup, pool: Iterable[GPU], tokens: int | None = None,

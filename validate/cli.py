@@ -82,7 +82,9 @@ def settings_from(values: dict[str, Any], mode: str, steps: int, nproc: int, sha
         "attention": _choice("attention implementation", v["attention"], ATTENTIONS), "steps": steps,
     }
     optional = {"lora_rank": None, "lora_targets": None, "lora_dropout": None, "adapter_size": None,
-                "num_virtual_tokens": None, "prefix_projection": None, "double_quant": None, "kbit_upcast": None}
+                "num_virtual_tokens": None, "prefix_projection": None, "double_quant": None, "kbit_upcast": None,
+                "loss": None, "adapter_dtype": None, "lora_alpha": None, "modules_to_save": None,
+                "optimizer_in_backward": None}
     for k in optional:
         if v.get(k) is not None:
             settings[k] = v[k]

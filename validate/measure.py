@@ -105,13 +105,41 @@ def _autocast(setup: TrainingSetup, device: str):
     return contextlib.nullcontext()
 
 
+class _InBackward:
+    """torchtune's optimizer in backward (``torchtune/training/memory.py`` 197-243): one optimizer per
+    parameter, stepped in its post-accumulate-grad hook, its gradient freed there."""
+
+    def __init__(self, setup: TrainingSetup, params: list[torch.nn.Parameter]):
+        self.optimizers = {p: make_optimizer(setup, [p]) for p in params}
+        for p in params:
+            p.register_post_accumulate_grad_hook(self._step)
+
+    def _step(self, p: torch.nn.Parameter) -> None:
+        opt = self.optimizers[p]
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    @property
+    def state(self) -> dict:
+        return {k: v for o in self.optimizers.values() for k, v in o.state.items()}
+
+    def step(self) -> None:      # every step happened in backward
+        pass
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        pass
+
+
 def _train(model, setup: TrainingSetup, vocab: int, steps: int, tracker: MemoryTracker | None, device: str,
            first_step: int = 1) -> None:
     """Run ``steps`` optimizer steps, marking phases for the tracker."""
+    from fitplan.validate.losses import prepare, release, training_loss
+
     trainable = [p for p in model.parameters() if p.requires_grad]
+    prepare(model, setup)
     opt = getattr(model, "_fitplan_optimizer", None)
     if opt is None:
-        opt = make_optimizer(setup, trainable)
+        opt = _InBackward(setup, trainable) if setup.optimizer_in_backward else make_optimizer(setup, trainable)
         model._fitplan_optimizer = opt
     for step in range(first_step, first_step + steps):
         if tracker:
@@ -119,12 +147,13 @@ def _train(model, setup: TrainingSetup, vocab: int, steps: int, tracker: MemoryT
             tracker.mark("start")
         ids = torch.randint(0, vocab, (setup.batch_size, setup.seq_len), device=device)
         with _autocast(setup, device):
-            loss = model(input_ids=ids, labels=ids).loss
+            loss = training_loss(model, ids, setup)
         if tracker:
             tracker.mark("end_forward")
             tracker.set_phase(step, "backward")
             tracker.instrument_graph(loss.grad_fn)
         loss.backward()
+        release(model)
         del loss, ids
         if tracker:
             tracker.mark("end_backward")

@@ -44,7 +44,8 @@ from fitplan.validate.env import device_info, library_versions
 SETUP_KEYS = (
     "method", "seq_len", "batch_size", "precision", "optimizer", "grad_ckpt", "attention", "lora_rank",
     "lora_targets", "lora_dropout", "adapter_size", "num_virtual_tokens", "prefix_projection", "quant",
-    "double_quant", "foreach", "kbit_upcast", "transformers_major", *METHOD_FIELDS,
+    "double_quant", "foreach", "kbit_upcast", "transformers_major", "loss", "adapter_dtype", "lora_alpha",
+    "modules_to_save", "optimizer_in_backward", *METHOD_FIELDS,
 )
 RUN_KEYS = ("model", "mode", "steps", "nproc", "sharding")
 
@@ -65,6 +66,9 @@ def setup_for(settings: dict[str, Any], mode: str) -> TrainingSetup:
         kwargs["lora_targets"] = tuple(t for t in kwargs["lora_targets"].split(",") if t)
     elif "lora_targets" in kwargs:
         kwargs["lora_targets"] = tuple(kwargs["lora_targets"])
+    if "modules_to_save" in kwargs:
+        m = kwargs["modules_to_save"]
+        kwargs["modules_to_save"] = tuple(t for t in m.split(",") if t) if isinstance(m, str) else tuple(m)
     # fake tensors and CPU runs take CPU kernels; the planner must model the kernel that runs
     kwargs["device"] = "cuda" if mode == "cuda" else "cpu"
     return TrainingSetup(**kwargs)

@@ -81,3 +81,15 @@ def optimizer_temporaries(groups: Sequence[TensorGroup], setup: TrainingSetup, l
     if kind == "adafactor":
         return 3 * max(4 * g.numel for g in trainable)
     return 0
+
+
+def paged_state_bytes(groups: Sequence[TensorGroup], setup: TrainingSetup) -> int:
+    """Bytes of optimizer state a paged bitsandbytes optimizer keeps in CUDA unified memory (tensors of
+    at least ``PAGED_MIN_NUMEL`` elements; ``fitplan.optimizers``); 0 for the others and on a CPU."""
+    from fitplan.optimizers import PAGED_MIN_NUMEL
+
+    o = optimizer(setup.optimizer)
+    if not o.paged or setup.device != "cuda":
+        return 0
+    return sum(g.count * o.state(g.numel, dtype(g.storage).bits // 8, g.factored, False)
+               for g in groups if g.trainable and g.numel >= PAGED_MIN_NUMEL)

@@ -120,6 +120,9 @@ def base_groups(shape: ModelShape, storage_of: StorageOf, trainable: bool) -> li
         )
     if shape.lm_head_bias:
         groups.append(TensorGroup("lm_head.bias", 1, shape.vocab_size, storage_of("head", "", False), trainable))
+    if shape.vision_parameters:
+        # a loaded vision tower (fitplan.families: Gemma 3's SigLIP), stored as the other weights
+        groups.append(TensorGroup("vision_tower", 1, shape.vision_parameters, storage_of("norm", "", False), trainable))
     return groups
 
 
@@ -186,6 +189,15 @@ class Method:
     def notes(self, shape: ModelShape, setup: TrainingSetup) -> tuple[str, ...]:
         """Lines the output should show about this method's figures (where a layout comes from)."""
         return ()
+
+    def input_grad(self, setup: TrainingSetup) -> bool:
+        """Whether layer 0's input needs a gradient (``input_requires_grad``, or a trained copy of the
+        embedding a setup adds)."""
+        return self.input_requires_grad
+
+    def embedding_trains(self, setup: TrainingSetup) -> bool:
+        """Whether the input embedding's output depends on trained tensors (``trains_embedding``)."""
+        return self.trains_embedding
 
     def default_checkpointing(self, setup: TrainingSetup) -> bool:
         """Gradient checkpointing unless the user says otherwise (a quantized base's loader may turn it on)."""

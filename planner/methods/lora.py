@@ -1,10 +1,18 @@
 """LoRA (Hu et al. 2021) as peft 0.21 builds it.
 
 ``lora_A`` (rank x in) and ``lora_B`` (out x rank) per targeted ``nn.Linear``, kept in fp32
-(peft's ``autocast_adapter_dtype``); ``all-linear`` targets every linear of the decoder layers,
+(peft's ``autocast_adapter_dtype``) or, with ``--adapter-dtype``, in the model's dtype (torchtune,
+LitGPT, ``get_peft_model(autocast_adapter_dtype=False)``: the input's cast is then the input itself,
+one tensor that every adapter on it saves); ``all-linear`` targets every linear of the decoder layers,
 not the output head. In the forward pass peft casts the layer's input to the adapter dtype, applies
 dropout, and runs ``B(A(x))``: ``lora_A`` saves its (fp32) input, ``lora_B`` the rank-wide
 intermediate (``lora_A``'s output), dropout its mask.
+
+``--modules-to-save lm_head,embed_tokens``: peft's ``ModulesToSaveWrapper`` deep-copies the module
+(``utils/other.py`` 653) in the base's dtype (``cast_adapter_dtype`` only touches tuner layers,
+``tuners/tuners_utils.py`` 2729-2731) and trains the copy: its weight, gradient and optimizer state,
+the head's input saved for its weight's gradient and that V x h gradient at the head's backward; a
+trained embedding copy makes layer 0's input need a gradient.
 
 Known limitations: one adapter per model; LoRA on embeddings or the head, DoRA and trainable norms
 beside the adapters are not modelled.
@@ -27,7 +35,7 @@ from fitplan.errors import PlanError
 from fitplan.families.moe import MLA_KVB
 from fitplan.memory.forms import Size
 from fitplan.methods import experts
-from fitplan.methods.base import ADAPTER_DTYPE, Method, StorageOf, TensorGroup
+from fitplan.methods.base import Method, StorageOf, TensorGroup
 from fitplan.methods.bases import note as base_note
 from fitplan.methods.bases import quantization_config as bases_config
 from fitplan.methods.bases import quantized_base
@@ -108,11 +116,32 @@ def _runnable(shape: ModelShape, chosen: tuple[Matrix, ...]) -> tuple[Matrix, ..
 HEAD = "lm_head"   # a target outside the decoder layers: LoRA on the output head (not in all-linear)
 
 
+def adapter_bytes(setup: TrainingSetup) -> int:
+    """Bytes per element of the LoRA weights (``--adapter-dtype``: peft's fp32, or bf16 / fp16)."""
+    return nbytes(1, setup.adapter_storage)
+
+
+def cast_adapters(model: Any, setup: TrainingSetup) -> Any:
+    """The validator's model with its LoRA weights in ``--adapter-dtype`` (as TRL casts a quantized
+    model's, ``trl/trainer/sft_trainer.py`` 908-911; peft then casts each adapter's input to it)."""
+    if setup.adapter_storage == "fp32":
+        return model
+    import torch
+    from fitplan.dtypes import dtype
+
+    target = getattr(torch, dtype(setup.adapter_storage).torch_name)
+    for name, p in model.named_parameters():
+        if p.requires_grad and "lora_" in name:
+            p.data = p.data.to(target)
+    return model
+
+
 class LoRA(Method):
     name = "lora"
     title = "LoRA"
     strength = 5
-    options = frozenset({"lora_rank", "lora_targets", "lora_dropout", "base"})
+    options = frozenset({"lora_rank", "lora_targets", "lora_dropout", "base", "adapter_dtype", "lora_alpha",
+                         "modules_to_save"})
 
     # ---- a quantized base (--base; fitplan.methods.bases): nf4 or fp4 is QLoRA's
     def base_storage(self, setup: TrainingSetup) -> StorageOf:
@@ -129,6 +158,12 @@ class LoRA(Method):
             return other   # prepare_model_for_kbit_training's upcast (utils/other.py 197-209)
 
         return storage
+
+    def input_grad(self, setup: TrainingSetup) -> bool:
+        return "embed_tokens" in setup.modules_to_save or super().input_grad(setup)
+
+    def embedding_trains(self, setup: TrainingSetup) -> bool:
+        return "embed_tokens" in setup.modules_to_save or super().embedding_trains(setup)
 
     def activation_bytes(self, setup: TrainingSetup) -> int:
         qb = quantized_base(setup)
@@ -191,12 +226,13 @@ class LoRA(Method):
 
     def added_tensors(self, shape: ModelShape, setup: TrainingSetup) -> list[TensorGroup]:
         r = setup.lora_rank
-        out = self.head_tensors(shape, setup)
+        storage = setup.adapter_storage     # peft's fp32, or the model's dtype
+        out = self.saved_modules(shape, setup) + self.head_tensors(shape, setup)
         for m in self.targets(shape, setup):
             n = shape.held_by(m)
-            out.append(TensorGroup(f"{m.name}.lora_A", n, r * m.in_features, ADAPTER_DTYPE, True, True, r + m.in_features,
+            out.append(TensorGroup(f"{m.name}.lora_A", n, r * m.in_features, storage, True, True, r + m.in_features,
                                    layered=True))
-            out.append(TensorGroup(f"{m.name}.lora_B", n, m.out_features * r, ADAPTER_DTYPE, True, True, m.out_features + r,
+            out.append(TensorGroup(f"{m.name}.lora_B", n, m.out_features * r, storage, True, True, m.out_features + r,
                                    layered=True))
         wrapped = self.wrapped_parameters(shape, setup)
         for m in shape.matrices:
@@ -204,9 +240,9 @@ class LoRA(Method):
                 # ParamWrapper: lora_A [E x rank, in], lora_B [out, E x rank] (E = 1 for a router)
                 rank = r * wrapped[id(m)] * m.copies
                 n = shape.held_by(m)
-                out.append(TensorGroup(f"{m.name}.lora_A", n, rank * m.in_features, ADAPTER_DTYPE, True, True,
+                out.append(TensorGroup(f"{m.name}.lora_A", n, rank * m.in_features, storage, True, True,
                                        rank + m.in_features, layered=True))
-                out.append(TensorGroup(f"{m.name}.lora_B", n, m.out_features * rank, ADAPTER_DTYPE, True, True,
+                out.append(TensorGroup(f"{m.name}.lora_B", n, m.out_features * rank, storage, True, True,
                                        m.out_features + rank, layered=True))
         return out
 
@@ -229,6 +265,19 @@ class LoRA(Method):
                 trace.save_size(Size(const=saved))
         return flags
 
+    def saved_modules(self, shape: ModelShape, setup: TrainingSetup) -> list[TensorGroup]:
+        """The trained copies of ``--modules-to-save`` (in the base's storage of that module)."""
+        h, V = shape.hidden_size, shape.vocab_size
+        storage = self.base_storage(setup)
+        out = []
+        if "embed_tokens" in setup.modules_to_save:
+            out.append(TensorGroup("embed_tokens.modules_to_save.weight", 1, shape.embedding_params,
+                                   storage("embedding", "", False), True, True, V + h))
+        if "lm_head" in setup.modules_to_save:
+            out.append(TensorGroup("lm_head.modules_to_save.weight", 1, V * h, storage("head", "", False), True, True,
+                                   V + h))
+        return out
+
     def head_tensors(self, shape: ModelShape, setup: TrainingSetup) -> list[TensorGroup]:
         """``lora_A`` (r x h) and ``lora_B`` (V x r) on the head; ``save_embedding_layers="auto"`` then also
         writes the head's base weight into the adapter file (``utils/save_and_load.py`` 277-344): counted
@@ -236,15 +285,27 @@ class LoRA(Method):
         if not self.head_targeted(setup):
             return []
         r, h, V = setup.lora_rank, shape.hidden_size, shape.vocab_size
-        return [TensorGroup("lm_head.lora_A", 1, r * h, ADAPTER_DTYPE, True, True, r + h),
-                TensorGroup("lm_head.lora_B", 1, V * r, ADAPTER_DTYPE, True, True, V + r)]
+        storage = setup.adapter_storage
+        return [TensorGroup("lm_head.lora_A", 1, r * h, storage, True, True, r + h),
+                TensorGroup("lm_head.lora_B", 1, V * r, storage, True, True, V + r)]
 
     def trace_head(self, trace: Trace, y: TraceTensor) -> None:
+        if "lm_head" in trace.setup.modules_to_save:
+            trace.save(y)                                                # the trained copy's weight saves its input
         if not self.head_targeted(trace.setup):
             return
         h = trace.shape.hidden_size
-        trace.save(trace.cast(y, 4, h))                                  # lora_A saves the fp32 input
-        trace.save(trace.tok(trace.setup.lora_rank, 4, True))            # lora_B saves lora_A's output
+        ab = adapter_bytes(trace.setup)
+        trace.save(trace.cast(y, ab, h))                                 # lora_A saves its (adapter-dtype) input
+        trace.save(trace.tok(trace.setup.lora_rank, ab, True))           # lora_B saves lora_A's output
+
+    def head_backward_temporaries(self, shape: ModelShape, setup: TrainingSetup) -> Size:
+        """A trained head copy's backward: its V x h weight gradient and its input's gradient."""
+        if "lm_head" not in setup.modules_to_save:
+            return super().head_backward_temporaries(shape, setup)
+        a = 4 if setup.mixed else setup.activation_bytes
+        w = 4 if self.base_storage(setup)("head", "", False) == "fp32" else 2
+        return Size(token=a * shape.hidden_size, const=shape.vocab_size * shape.hidden_size * w)
 
     def extra_file_bytes(self, shape: ModelShape, setup: TrainingSetup) -> int:
         """With ``lm_head`` targeted, ``save_embedding_layers="auto"`` writes the head's base weight too."""
@@ -267,19 +328,20 @@ class LoRA(Method):
         if id(m) not in trace.memo(self, lambda: {id(t) for t in self.targets(trace.shape, trace.setup)}):
             return False
         setup = trace.setup
-        xc = trace.cast(x, 4, m.in_features)                  # peft casts the input to the adapter dtype
+        ab = adapter_bytes(setup)
+        xc = trace.cast(x, ab, m.in_features)                 # peft casts the input to the adapter dtype
         xc = trace.dropout(xc, m.in_features, setup.lora_dropout)
-        if setup.mixed:
+        if setup.mixed and ab != trace.a:
             xc = trace.tok(m.in_features, trace.a, True)      # autocast runs lora_A in the compute dtype
         trace.save(xc)                                        # lora_A's weight trains
-        u = trace.tok(setup.lora_rank, trace.a if setup.mixed else 4, True)
+        u = trace.tok(setup.lora_rank, trace.a if setup.mixed else ab, True)
         trace.save(u)                                         # lora_B's weight trains
         return True
 
     def mlp_first_gradients(self, shape: ModelShape, setup: TrainingSetup, layer_gradient_bytes: int) -> int:
         # the MLP adapters' (fp32) gradients are made before the MLP's backward peaks
         return sum(
-            4 * setup.lora_rank * (m.in_features + m.out_features)
+            adapter_bytes(setup) * setup.lora_rank * (m.in_features + m.out_features)
             for m in self.targets(shape, setup) if m.role in _MLP_ROLES
         )
 
@@ -292,8 +354,10 @@ class LoRA(Method):
     def lora_config(self, shape: ModelShape, setup: TrainingSetup, **extra: Any) -> Any:
         import peft
 
+        if setup.modules_to_save:
+            extra.setdefault("modules_to_save", list(setup.modules_to_save))
         return peft.LoraConfig(
-            task_type="CAUSAL_LM", r=setup.lora_rank, lora_alpha=2 * setup.lora_rank,
+            task_type="CAUSAL_LM", r=setup.lora_rank, lora_alpha=setup.lora_alpha or 2 * setup.lora_rank,
             lora_dropout=setup.lora_dropout, target_modules=self.peft_targets(shape, setup), **extra,
         )
 
@@ -301,6 +365,9 @@ class LoRA(Method):
         return self.lora_config(shape, setup)
 
     def build(self, model: Any, shape: ModelShape, setup: TrainingSetup) -> Any:
+        return cast_adapters(self._build(model, shape, setup), setup)
+
+    def _build(self, model: Any, shape: ModelShape, setup: TrainingSetup) -> Any:
         qb = quantized_base(setup)
         if qb is None:
             return super().build(model, shape, setup)

@@ -62,7 +62,8 @@ class QLoRA(LoRA):
     name = "qlora"
     title = "QLoRA"
     strength = 4
-    options = frozenset({"lora_rank", "lora_targets", "lora_dropout", "quant", "double_quant", "kbit_upcast"})
+    options = frozenset({"lora_rank", "lora_targets", "lora_dropout", "quant", "double_quant", "kbit_upcast",
+                         "adapter_dtype", "lora_alpha", "modules_to_save"})
     checkpointing_default = True
     quantized_base = True
 
@@ -90,7 +91,7 @@ class QLoRA(LoRA):
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=setup.quant,
                                   bnb_4bit_use_double_quant=setup.double_quant, bnb_4bit_compute_dtype=compute)
 
-    def build(self, model: Any, shape: ModelShape, setup: TrainingSetup) -> Any:
+    def _build(self, model: Any, shape: ModelShape, setup: TrainingSetup) -> Any:
         import peft
 
         model = peft.prepare_model_for_kbit_training(

@@ -49,3 +49,32 @@ def test_row_within_12_percent(comparison):
 def test_skipped_rows_name_their_reason():
     assert len(SKIPPED) == 28
     assert all("not one the planner models" in why for _, why in SKIPPED)
+
+
+# ---- the training stacks' published rows (data/reference/published_memory_stacks.csv) ------------
+STACKS_AFTER, STACKS_SKIPPED = reference.compare(reference.stacks_path())
+STACKS_BEFORE, _ = reference.compare(reference.stacks_path(), with_stacks=False)
+
+
+def _median(rows):
+    return statistics.median(abs(c.error_percent) for c in rows)
+
+
+def test_stacks_rows_are_planned_or_say_why_not():
+    assert len(STACKS_AFTER) + len(STACKS_SKIPPED) == 83
+    assert len(STACKS_AFTER) >= 50
+    assert all(why for _, why in STACKS_SKIPPED)
+    assert {c.stack for c in STACKS_AFTER} == {"torchtune", "litgpt", "unsloth", "axolotl", "hf"}
+
+
+def test_the_stacks_options_bring_the_published_rows_closer():
+    assert [c.id for c in STACKS_BEFORE] == [c.id for c in STACKS_AFTER]
+    assert _median(STACKS_AFTER) < 0.7 * _median(STACKS_BEFORE)
+    tt = lambda rows: [c for c in rows if c.stack == "torchtune"]  # noqa: E731
+    assert _median(tt(STACKS_AFTER)) <= 10.0 < _median(tt(STACKS_BEFORE))
+
+
+@pytest.mark.parametrize("row", ["TTUNE-04", "TTUNE-07", "TTUNE-12", "UNSLOTH-03", "UNSLOTH-10", "ISSUE-01"])
+def test_rows_each_stack_mechanism_decides_are_within_6_percent(row):
+    c = next(c for c in STACKS_AFTER if c.id == row)
+    assert abs(c.error_percent) <= 6.0, (c.settings, c.error_percent)

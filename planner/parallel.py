@@ -1,0 +1,346 @@
+"""Model parallelism: memory per GPU under tensor, pipeline, expert and context parallelism, composed with
+data-parallel sharding (DDP, ZeRO-1/2/3, FSDP), as Megatron-Core and torchtitan lay it out.
+
+A ``Layout`` is degrees ``tp`` x ``pp`` x ``cp`` x ``dp`` = GPUs, with ``ep`` taken from the data and
+context ranks (Megatron's expert data parallelism, torchtitan's ``efsdp``). From the single-GPU
+estimate's moments (every candidate peak, by category) each rank keeps:
+
+- **Tensor parallelism** (Megatron ``ColumnParallelLinear``/``RowParallelLinear``, torchtitan's colwise /
+  rowwise plan): q, k, v, gate and up split by output, o and down by input, the embedding and head by
+  vocabulary (``VocabParallelEmbedding``, a vocab-parallel loss over V/t logits); norms and routers
+  replicated. With sequence parallelism (torchtitan always; Megatron's ``--sequence-parallel``) the
+  activations between the parallel linears are split by heads and width and the rest by sequence,
+  so every saved activation, the logits and the loss are divided by t (Korthikanti et al. 2022,
+  table 2: sbh(34/t + 5as/(ht))); the all-gathered input of a column-parallel linear is one reused
+  buffer of the full sequence (``get_global_memory_buffer``). Without it the norms' and the
+  residual stream's tensors stay whole.
+- **Pipeline parallelism**: each stage holds L/p layers, the first the embedding, the last the final
+  norm, the head and the loss; activations of the microbatches in flight: GPipe m, 1F1B min(m, p - r)
+  (the first stage p), interleaved 1F1B p(1 + (p - 1)/(p v)) capped at m, zero-bubble V p (Megatron
+  ``schedules.py``, ``torch.distributed.pipelining``); the logits of one microbatch at a time on the
+  last stage. With FSDP, torchtitan does not reshard a stage's weights between forward and backward
+  when pipelining (``reshard_after_forward = not pp_enabled``).
+- **Expert parallelism**: routed experts split over ``ep`` ranks (and their states and gradients
+  sharded over the remaining data ranks); the all-to-all dispatch holds the permuted tokens twice
+  (sent and received, T k h each) inside a MoE layer; the experts' activations per rank stay those of
+  its tokens (balanced routing).
+- **Context parallelism** (ring attention, Megatron's default ``p2p``): sequences split c ways, so
+  activations, logits and loss by c; weights whole; each layer's attention briefly holds the keys and
+  values of the whole sequence (the ring's c chunks, TransformerEngine's ``p2p_comm_buffers``).
+- **Data parallelism** over the rest: ``ddp`` (a second copy of the gradients in buckets), ``zero1``
+  (Megatron's distributed optimizer: states sharded over dp x cp), ``zero2``, ``zero3``/``fsdp``
+  (weights too, two gathered layers alive).
+
+Known limitations: routing is taken as balanced; KV heads fewer than t are taken as split (Megatron
+replicates them); the pipeline's send and receive buffers (a microbatch's hidden state) and NCCL's
+own buffers are not counted; expert tensor parallelism is 1 (Megatron's recommendation for
+fine-grained MoE).
+"""
+
+from __future__ import annotations
+
+from fitplan.architecture import EXPERT_DOWN, EXPERT_GATE_UP, ROUTER
+from fitplan.breakdown import MemoryBreakdown
+from fitplan.errors import PlanError, unknown_choice
+from fitplan.estimate import Estimate
+from fitplan.frozen import frozen, replace
+
+SCHEDULES = ("1f1b", "gpipe", "interleaved", "zbv")
+DP_STRATEGIES = ("ddp", "zero1", "zero2", "zero3", "fsdp")
+_EXPERT_ROLES = (EXPERT_GATE_UP, EXPERT_DOWN)
+
+
+@frozen
+class Layout:
+    """Degrees of parallelism; ``dp`` is what is left of the GPUs."""
+
+    tp: int = 1
+    pp: int = 1
+    cp: int = 1
+    ep: int = 1
+    dp: int = 1
+    strategy: str = "zero1"
+    schedule: str = "1f1b"
+    virtual_stages: int = 1
+    microbatches: int = 0          # 0: as many as pipeline stages x 2
+    sequence_parallel: bool = True
+    gpus_per_node: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("tp", "pp", "cp", "ep", "dp", "virtual_stages"):
+            if getattr(self, name) < 1:
+                raise PlanError(f"{name.replace('_', '-')} must be a positive number, got {getattr(self, name)}")
+        if self.microbatches < 0:
+            raise PlanError(f"microbatches must be positive, got {self.microbatches}")
+        if self.schedule not in SCHEDULES:
+            raise unknown_choice("pipeline schedule", self.schedule, SCHEDULES)
+        if self.strategy not in DP_STRATEGIES:
+            raise unknown_choice("data-parallel sharding with model parallelism", self.strategy, DP_STRATEGIES)
+        if (self.dp * self.cp) % self.ep:
+            raise PlanError(f"expert parallelism of {self.ep} must divide the data x context ranks "
+                            f"({self.dp} x {self.cp}), which it is taken from")
+        if self.schedule == "zbv" and self.virtual_stages not in (1, 2):
+            raise PlanError("the zero-bubble V schedule runs exactly 2 stages per GPU")
+
+    @property
+    def gpus(self) -> int:
+        return self.tp * self.pp * self.cp * self.dp
+
+    @property
+    def m(self) -> int:
+        return self.microbatches or 2 * self.pp
+
+    def in_flight(self, stage: int) -> float:
+        """Microbatches whose activations stage ``stage`` (0 = first) holds at its peak, in whole-stage units."""
+        p, m, v = self.pp, self.m, self.virtual_stages
+        if p == 1:
+            return 1.0
+        if self.schedule == "gpipe":
+            return float(m)
+        if self.schedule == "1f1b":
+            return float(min(m, p - stage))
+        if self.schedule == "zbv":
+            return float(min(m, p))
+        warm = 2 * (p - stage - 1) + (v - 1) * p          # chunk-forwards before the first backward
+        return min(float(m), (warm + 1) / v)
+
+    def describe(self) -> str:
+        parts = [f"TP {self.tp}" + (" + SP" if self.tp > 1 and self.sequence_parallel else "")] if self.tp > 1 else []
+        if self.pp > 1:
+            parts.append(f"PP {self.pp} ({self.schedule}" + (f", {self.virtual_stages} stages per GPU" if self.virtual_stages > 1 else "")
+                         + f", {self.m} microbatches)")
+        if self.cp > 1:
+            parts.append(f"CP {self.cp}")
+        parts.append(f"DP {self.dp} ({self.strategy})")
+        text = " x ".join(parts)
+        return text + (f", experts over EP {self.ep} of the data ranks" if self.ep > 1 else "")
+
+
+@frozen
+class RankPeak:
+    layout: Layout
+    stage: str                      # "first", "last" or "only": the worst pipeline stage
+    phase: str
+    per_gpu: MemoryBreakdown
+    phases: dict[str, MemoryBreakdown] | None = None   # the worst stage's every phase
+    stages: dict[str, int] | None = None                # each stage's peak bytes
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.per_gpu.total
+
+
+def _split(est: Estimate) -> dict[str, dict[str, float]]:
+    """Fractions of the weights (by bytes) and of the trainable elements held by the embedding, the head
+    side (final norm, head), the layers' tensor-parallel matrices, the layers' replicated tensors and
+    the routed experts."""
+    shape = est.model.shape
+    L = shape.num_layers
+    roles = {m.name: m.role for m in shape.matrices}
+    names = sorted(roles, key=len, reverse=True)
+    dq = est.setup.double_quant
+    w: dict[str, float] = {"emb": 0, "head": 0, "tp": 0, "rep": 0, "exp": 0}
+    t: dict[str, float] = dict(w)
+    tied = shape.tie_word_embeddings
+    for g in est.groups:
+        label = g.label
+        if label.startswith("embed_tokens") or (shape.embedding_norm and label.startswith(shape.embedding_norm.name)):
+            part = "emb"
+        elif label.startswith("lm_head") or label.startswith(shape.final_norm.name + "."):
+            part = "head"
+        elif g.per_layer(L):
+            name = next((n for n in names if label.startswith(n + ".")), None)
+            role = roles.get(name) if name else None
+            part = "exp" if role in _EXPERT_ROLES else ("rep" if role in (None, ROUTER) else "tp")
+        else:
+            part = "rep"
+        w[part] += g.data_bytes() + g.quant_state_bytes(dq)
+        if g.trainable:
+            t[part] += g.elements
+    if tied:
+        w["head"] += w["emb"]        # a tied embedding is kept on the first and the last stage
+        t["head"] += t["emb"]
+    for d in (w, t):
+        total = sum(d.values()) - (d["emb"] if tied else 0)
+        for k in d:
+            d[k] = d[k] / total if total else 0.0
+    return {"weights": w, "trainable": t}
+
+
+def _share(f: dict[str, float], lay: Layout, first: bool, last: bool) -> float:
+    """The fraction of a model-wide quantity one GPU of a stage holds before data-parallel sharding."""
+    t, p, e = lay.tp, lay.pp, lay.ep
+    out = f["tp"] / (t * p) + f["rep"] / p + f["exp"] / (e * p)
+    if first:
+        out += f["emb"] / t
+    if last:
+        out += f["head"] / t
+    return out
+
+
+class Ranks:
+    """One estimate's per-GPU memory under any layout: what every layout shares is computed once."""
+
+    def __init__(self, est: Estimate):
+        from fitplan.estimate import template
+        from fitplan.memory.activations import layer_backward_temporaries
+
+        self.est = est
+        shape = est.model.shape
+        self.split = _split(est)
+        # FSDP's working set beside its shards (as fitplan.sharding.Spread): two gathered layers and the
+        # unsharded root unit (embedding, final norm, head), and one layer's gradients before the reduce-scatter
+        L = shape.num_layers
+        dq = est.setup.double_quant
+        self.layer_w = sum(g.data_bytes() + g.quant_state_bytes(dq) for g in est.groups if g.per_layer(L)) // L
+        self.layer_g = sum(g.data_bytes() for g in est.groups if g.per_layer(L) and g.trainable) // L
+        self.root = sum(g.data_bytes() for g in est.groups if not g.per_layer(L) and not g.added)
+        # what one layer's backward holds beyond its saved tensors (the stages without the loss peak there)
+        counts, _ = template(shape, est.setup).counts(est.setup.seq_len, est.setup.batch_size)
+        self.layer_temps = max(x.bytes(*counts) for x in layer_backward_temporaries(shape, est.setup))
+
+    def at(self, lay: Layout) -> RankPeak:
+        """Peak bytes per GPU (one micro batch of ``batch_size`` sequences per data rank) under ``lay``:
+        the worst pipeline stage's worst moment (see the module docstring).
+
+        Raises:
+            PlanError: a degree the model cannot take (more stages than layers, experts or heads not
+                divisible, expert parallelism without experts, a sequence context parallelism cannot split).
+        """
+        est = self.est
+        shape = est.model.shape
+        _check(shape, est.setup.seq_len, lay)
+        split, layer_w, layer_g, root, layer_temps = self.split, self.layer_w, self.layer_g, self.root, self.layer_temps
+        w = split["weights"]
+        layer_share = (w["tp"] / lay.tp + w["rep"] + w["exp"] / lay.ep) / max(w["tp"] + w["rep"] + w["exp"], 1e-12)
+        a = est.setup.activation_bytes
+        T = est.setup.seq_len * est.setup.batch_size
+        h = shape.hidden_size
+        t, c = lay.tp, lay.cp
+        act_div = (t if lay.sequence_parallel else 1) * c
+        d_states = lay.dp * c                                   # Megatron's distributed optimizer and FSDP shard over dp x cp
+        stages = [("only", True, True)] if lay.pp == 1 else [("first", True, False), ("last", False, True)]
+        # transients inside one layer that the whole-model moments do not carry
+        gather = a * T // c * h if t > 1 and lay.sequence_parallel else 0         # SP's all-gathered input
+        ring = 2 * a * (T // t if lay.sequence_parallel else T) * shape.kv_width if c > 1 else 0
+        a2a = 2 * a * (T // act_div) * shape.experts_per_token * h if lay.ep > 1 else 0
+
+        best: RankPeak | None = None
+        by_stage: dict[str, int] = {}
+        for stage, first, last in stages:
+            raw: dict[str, tuple] = {}
+            inflight = lay.in_flight(0 if first else lay.pp - 1)
+            fw = _share(split["weights"], lay, first, last)
+            ft = _share(split["trainable"], lay, first, last)
+            for phase, b in est.moments:
+                weights = b.weights * fw
+                quant = b.quantization_state * fw
+                grads = b.gradients * ft
+                states = b.optimizer_states * ft
+                extra = 0.0
+                if lay.strategy in ("zero3", "fsdp") and d_states > 1:
+                    if lay.pp == 1:
+                        extra += 2 * layer_w * layer_share + root / t
+                        weights, quant = weights / d_states, quant / d_states
+                    # with pipelining a stage's weights stay gathered from forward to backward (torchtitan)
+                if lay.strategy in ("zero2", "zero3", "fsdp") and d_states > 1:
+                    grads = grads / d_states
+                    extra += layer_g * layer_share
+                if lay.strategy != "ddp":
+                    states = states / d_states
+                else:
+                    grads *= 2
+                acts = b.activations / (lay.pp * act_div) * inflight
+                logits = b.logits_loss / act_div if last else 0.0
+                if phase == "optimizer":
+                    temps = b.temporaries * ft / (d_states if lay.strategy != "ddp" else 1)
+                elif last:
+                    temps = b.temporaries / act_div + gather + ring + a2a
+                else:
+                    temps = (layer_temps / act_div if phase == "backward" else 0.0) + gather + ring + a2a
+                tensors = int(weights + quant + grads + states + acts + logits + temps + extra)
+                if phase not in raw or tensors > raw[phase][0]:
+                    raw[phase] = (tensors, weights, quant, grads, states, acts, logits)
+            phases = {phase: _breakdown(est, *parts) for phase, parts in raw.items()}
+            worst = max(phases, key=lambda ph: phases[ph].total)
+            by_stage[stage] = phases[worst].total
+            if best is None or phases[worst].total > best.peak_bytes:
+                best = RankPeak(lay, stage, worst, phases[worst], phases)
+        assert best is not None
+        return replace(best, stages=by_stage)
+
+
+def _breakdown(est: Estimate, tensors: int, weights: float, quant: float, grads: float, states: float, acts: float,
+               logits: float) -> MemoryBreakdown:
+    overhead = (est.overhead.device_used(tensors) - tensors) if est.setup.device == "cuda" else 0
+    parts = [int(weights), int(quant), int(grads), int(states), int(acts), int(logits)]
+    return MemoryBreakdown(*parts, tensors - sum(parts), overhead)
+
+
+def _check(shape, seq_len: int, lay: Layout) -> None:
+    if shape.num_layers < lay.pp * lay.virtual_stages:
+        raise PlanError(f"{lay.pp * lay.virtual_stages} pipeline stages need at least as many layers; "
+                        f"{shape.name} has {shape.num_layers}")
+    if lay.ep > 1 and not shape.num_experts:
+        raise PlanError(f"expert parallelism needs a mixture-of-experts model; {shape.name} has no experts")
+    if lay.ep > 1 and shape.num_experts % lay.ep:
+        raise PlanError(f"expert parallelism of {lay.ep} must divide {shape.name}'s {shape.num_experts} experts")
+    if lay.tp > 1 and shape.num_heads % lay.tp:
+        raise PlanError(f"tensor parallelism of {lay.tp} must divide {shape.name}'s {shape.num_heads} attention heads")
+    if lay.cp > 1 and seq_len % (2 * lay.cp):
+        raise PlanError(f"context parallelism of {lay.cp} needs a sequence length divisible by {2 * lay.cp} "
+                        f"(two chunks per rank, for causal balance); got {seq_len}")
+
+
+def per_rank(est: Estimate, lay: Layout) -> RankPeak:
+    """Peak bytes per GPU of ``est`` under ``lay`` (``Ranks(est).at(lay)``)."""
+    return Ranks(est).at(lay)
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def layouts(est: Estimate, gpus: int, gpus_per_node: int = 8, strategy: str | None = None) -> list[Layout]:
+    """The layouts of ``gpus`` GPUs worth comparing: tensor parallelism within a node, pipeline and data
+    parallelism across, expert parallelism for MoE models, context parallelism for long sequences."""
+    shape = est.model.shape
+    out = []
+    for tp in (d for d in _divisors(gpus) if d <= gpus_per_node and d & (d - 1) == 0 and shape.num_heads % d == 0):
+        for pp in (d for d in _divisors(gpus // tp) if d <= shape.num_layers and d <= 16):
+            rest = gpus // (tp * pp)
+            cps = [1] + [d for d in _divisors(rest) if d > 1 and d <= 8 and est.setup.seq_len >= 16384
+                         and est.setup.seq_len % (2 * d) == 0]
+            for cp in cps:
+                dp = rest // cp
+                eps = [1]
+                if shape.num_experts:
+                    eps += [d for d in _divisors(dp * cp) if d > 1 and shape.num_experts % d == 0]
+                for ep in eps:
+                    for strat in ([strategy] if strategy else ["zero1", "fsdp"] if pp == 1 else ["zero1"]):
+                        out.append(Layout(tp=tp, pp=pp, cp=cp, ep=ep, dp=dp, strategy=strat, gpus_per_node=gpus_per_node))
+    return out
+
+
+def search(est: Estimate, budget: int, gpus: int, gpus_per_node: int = 8, strategy: str | None = None,
+           limit: int = 5, ranks: Ranks | None = None) -> list[RankPeak]:
+    """The layouts of ``gpus`` GPUs that hold the step in ``budget`` bytes per GPU, least model
+    parallelism first (tensor parallelism costs communication in every layer, pipelining a bubble),
+    then the lowest peak."""
+    fits = []
+    ranks = ranks or Ranks(est)
+
+    def order(lay: Layout) -> tuple[int, int]:
+        return lay.tp * lay.pp * lay.cp, lay.tp
+
+    for lay in sorted(layouts(est, gpus, gpus_per_node, strategy), key=order):
+        if len(fits) >= limit and order(lay) > order(fits[limit - 1].layout):
+            break                     # the rest parallelise more than every layout already found
+        try:
+            r = ranks.at(lay)
+        except PlanError:
+            continue
+        if r.peak_bytes <= budget:
+            fits.append(r)
+            fits.sort(key=lambda x: (*order(x.layout), x.peak_bytes))
+    return fits[:limit]
