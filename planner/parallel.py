@@ -7,19 +7,28 @@ estimate's moments (every candidate peak, by category) each rank keeps:
 
 - **Tensor parallelism** (Megatron ``ColumnParallelLinear``/``RowParallelLinear``, torchtitan's colwise /
   rowwise plan): q, k, v, gate and up split by output, o and down by input, the embedding and head by
-  vocabulary (``VocabParallelEmbedding``, a vocab-parallel loss over V/t logits); norms and routers
+  vocabulary (``VocabParallelEmbedding``, a vocab-parallel loss over V/t logits with or without
+  sequence parallelism; ``loss_parallel``'s backward holds three V/t shards); norms and routers
   replicated. With sequence parallelism (torchtitan always; Megatron's ``--sequence-parallel``) the
-  activations between the parallel linears are split by heads and width and the rest by sequence,
-  so every saved activation, the logits and the loss are divided by t (Korthikanti et al. 2022,
-  table 2: sbh(34/t + 5as/(ht))); the all-gathered input of a column-parallel linear is one reused
-  buffer of the full sequence (``get_global_memory_buffer``). Without it the norms' and the
-  residual stream's tensors stay whole.
+  activations between the parallel linears are split by heads and width and the rest by sequence
+  (Korthikanti et al. 2022, table 2: sbh(34/t + 5as/(ht))), and PyTorch's ``ColwiseParallel`` saves
+  the all-gathered, whole-sequence input of each attention and MLP block and of the head for backward:
+  (2 L + 1) u (1 - 1/t) more than Megatron, which gathers again in backward (measured with DTensor on
+  local ranks, ``fitplan.validate.parallel``). Without sequence parallelism only the replicated region
+  stays whole: per layer the two norms' input and output and the two residual sums (6u), the
+  embedding's output and the final norm's.
 - **Pipeline parallelism**: each stage holds L/p layers, the first the embedding, the last the final
   norm, the head and the loss; activations of the microbatches in flight: GPipe m, 1F1B min(m, p - r)
   (the first stage p), interleaved 1F1B p(1 + (p - 1)/(p v)) capped at m, zero-bubble V p (Megatron
-  ``schedules.py``, ``torch.distributed.pipelining``); the logits of one microbatch at a time on the
-  last stage. With FSDP, torchtitan does not reshard a stage's weights between forward and backward
-  when pipelining (``reshard_after_forward = not pp_enabled``).
+  ``schedules.py``, ``torch.distributed.pipelining``). A stage's gradients exist from its first
+  microbatch's backward to the step, so 1F1B peaks in a later backward with them all there (GPipe: the
+  first backward with m in flight, or the second with m - 1 and the gradients). Every microbatch gets
+  a receive buffer at the first step, kept (activations on every stage but the first, gradients on
+  every stage but the last); the last stage keeps each in-flight microbatch's logits for its backward
+  and its loss, computed right after its forward. A middle stage (p >= 3) is evaluated too. With FSDP,
+  torchtitan does not reshard a stage's weights between forward and backward when pipelining
+  (``reshard_after_forward = not pp_enabled``): the shards stay beside the gathered weights, and with
+  gradient sync off but for the last microbatch the stage's gradients accumulate unsharded.
 - **Expert parallelism**: routed experts split over ``ep`` ranks (and their states and gradients
   sharded over the remaining data ranks); the all-to-all dispatch holds the permuted tokens twice
   (sent and received, T k h each) inside a MoE layer; the experts' activations per rank stay those of
@@ -29,12 +38,14 @@ estimate's moments (every candidate peak, by category) each rank keeps:
   values of the whole sequence (the ring's c chunks, TransformerEngine's ``p2p_comm_buffers``).
 - **Data parallelism** over the rest: ``ddp`` (a second copy of the gradients in buckets), ``zero1``
   (Megatron's distributed optimizer: states sharded over dp x cp), ``zero2``, ``zero3``/``fsdp``
-  (weights too, two gathered layers alive).
+  (weights too, two gathered layers alive inside the layers; at the loss only the root unit; after
+  the head's backward the top layer and the head's unsharded gradient).
 
 Known limitations: routing is taken as balanced; KV heads fewer than t are taken as split (Megatron
-replicates them); the pipeline's send and receive buffers (a microbatch's hidden state) and NCCL's
-own buffers are not counted; expert tensor parallelism is 1 (Megatron's recommendation for
-fine-grained MoE).
+replicates them); the activations are split evenly over the stages (the last stage's final norm and
+head input are a few percent of one microbatch's layers); NCCL's own buffers are not counted; expert
+tensor parallelism is 1 (Megatron's recommendation for fine-grained MoE); Megatron's re-gathered
+sequence-parallel inputs (smaller than DTensor's saved ones) are not a choice.
 """
 
 from __future__ import annotations
@@ -195,9 +206,14 @@ class Ranks:
         self.layer_w = sum(g.data_bytes() + g.quant_state_bytes(dq) for g in est.groups if g.per_layer(L)) // L
         self.layer_g = sum(g.data_bytes() for g in est.groups if g.per_layer(L) and g.trainable) // L
         self.root = sum(g.data_bytes() for g in est.groups if not g.per_layer(L) and not g.added)
+        # the head's unsharded gradient, waiting for its reduce-scatter after the head's backward
+        self.head_g = sum(g.data_bytes() for g in est.groups if g.trainable and not g.per_layer(L)
+                          and g.label.startswith(("lm_head", "embed_tokens" if shape.tie_word_embeddings else "lm_head")))
         # what one layer's backward holds beyond its saved tensors (the stages without the loss peak there)
         counts, _ = template(shape, est.setup).counts(est.setup.seq_len, est.setup.batch_size)
         self.layer_temps = max(x.bytes(*counts) for x in layer_backward_temporaries(shape, est.setup))
+        self.max_acts = max((b.activations for _, b in est.moments), default=0)
+        self.max_grads = max((b.gradients for _, b in est.moments), default=0)
 
     def at(self, lay: Layout) -> RankPeak:
         """Peak bytes per GPU (one micro batch of ``batch_size`` sequences per data rank) under ``lay``:
@@ -209,58 +225,117 @@ class Ranks:
         """
         est = self.est
         shape = est.model.shape
-        _check(shape, est.setup.seq_len, lay)
+        setup = est.setup
+        _check(shape, setup.seq_len, lay)
         split, layer_w, layer_g, root, layer_temps = self.split, self.layer_w, self.layer_g, self.root, self.layer_temps
         w = split["weights"]
         layer_share = (w["tp"] / lay.tp + w["rep"] + w["exp"] / lay.ep) / max(w["tp"] + w["rep"] + w["exp"], 1e-12)
-        a = est.setup.activation_bytes
-        T = est.setup.seq_len * est.setup.batch_size
-        h = shape.hidden_size
-        t, c = lay.tp, lay.cp
-        act_div = (t if lay.sequence_parallel else 1) * c
+        a = setup.activation_bytes
+        t, c, p = lay.tp, lay.cp, lay.pp
+        sp = t > 1 and lay.sequence_parallel
+        T = setup.seq_len * setup.batch_size // c                # one microbatch's tokens on this rank
+        u = a * T * shape.hidden_size                            # its hidden states
+        lam = a * T * shape.vocab_size                           # its logits
+        L_s = shape.num_layers / p
+        ckpt = setup.checkpointing
+        standard_loss = setup.loss_kind == "standard"
         d_states = lay.dp * c                                   # Megatron's distributed optimizer and FSDP shard over dp x cp
-        stages = [("only", True, True)] if lay.pp == 1 else [("first", True, False), ("last", False, True)]
+        sharded_w = lay.strategy in ("zero3", "fsdp") and d_states > 1
+        sharded_g = lay.strategy in ("zero2", "zero3", "fsdp") and d_states > 1
+        if p == 1:
+            stages = [("only", 0, True, True)]
+        else:
+            stages = [("first", 0, True, False), ("last", p - 1, False, True)]
+            if p >= 3:
+                stages.insert(1, ("middle", 1, False, False))   # receive buffers both ways
         # transients inside one layer that the whole-model moments do not carry
-        gather = a * T // c * h if t > 1 and lay.sequence_parallel else 0         # SP's all-gathered input
-        ring = 2 * a * (T // t if lay.sequence_parallel else T) * shape.kv_width if c > 1 else 0
-        a2a = 2 * a * (T // act_div) * shape.experts_per_token * h if lay.ep > 1 else 0
+        gather = u if sp else 0                                 # SP's all-gathered input, between layers' matmuls
+        ring = 2 * a * (T // t if sp else T) * shape.kv_width if c > 1 else 0
+        a2a = 2 * a * (T // (t if sp else 1)) * shape.experts_per_token * shape.hidden_size if lay.ep > 1 else 0
+        buffer = u // (t if sp else 1)                          # a pipeline send / receive buffer
 
         best: RankPeak | None = None
         by_stage: dict[str, int] = {}
-        for stage, first, last in stages:
+        for stage, r, first, last in stages:
             raw: dict[str, tuple] = {}
-            inflight = lay.in_flight(0 if first else lay.pp - 1)
             fw = _share(split["weights"], lay, first, last)
             ft = _share(split["trainable"], lay, first, last)
+            stage_grads = self.max_grads * ft
+            n = lay.in_flight(r)
+            # the microbatches' receive buffers, allocated at the first step and kept (torch.distributed.pipelining)
+            recv = (0 if first else lay.m * buffer) + (0 if last else lay.m * buffer) if p > 1 else 0
+            variants = [(n, False)]
+            if p > 1:
+                # a stage's gradients exist from its first microbatch's backward to the step: 1F1B's peak is a
+                # later backward with them all there; GPipe's the first backward (m in flight, no gradients)
+                # or the second (m - 1, the gradients)
+                variants = [(n, False), (n - 1, True)] if lay.schedule == "gpipe" else [(n, True)]
             for phase, b in est.moments:
-                weights = b.weights * fw
-                quant = b.quantization_state * fw
-                grads = b.gradients * ft
-                states = b.optimizer_states * ft
-                extra = 0.0
-                if lay.strategy in ("zero3", "fsdp") and d_states > 1:
-                    if lay.pp == 1:
-                        extra += 2 * layer_w * layer_share + root / t
-                        weights, quant = weights / d_states, quant / d_states
-                    # with pipelining a stage's weights stay gathered from forward to backward (torchtitan)
-                if lay.strategy in ("zero2", "zero3", "fsdp") and d_states > 1:
-                    grads = grads / d_states
-                    extra += layer_g * layer_share
-                if lay.strategy != "ddp":
-                    states = states / d_states
-                else:
-                    grads *= 2
-                acts = b.activations / (lay.pp * act_div) * inflight
-                logits = b.logits_loss / act_div if last else 0.0
-                if phase == "optimizer":
-                    temps = b.temporaries * ft / (d_states if lay.strategy != "ddp" else 1)
-                elif last:
-                    temps = b.temporaries / act_div + gather + ring + a2a
-                else:
-                    temps = (layer_temps / act_div if phase == "backward" else 0.0) + gather + ring + a2a
-                tensors = int(weights + quant + grads + states + acts + logits + temps + extra)
-                if phase not in raw or tensors > raw[phase][0]:
-                    raw[phase] = (tensors, weights, quant, grads, states, acts, logits)
+                at_loss = last and b.logits_loss > 0
+                frac = b.activations / self.max_acts if self.max_acts else 0.0
+                for inflight, with_grads in variants:
+                    if inflight <= 0:
+                        continue
+                    weights = b.weights * fw
+                    quant = b.quantization_state * fw
+                    grads = b.gradients * ft
+                    if with_grads and phase == "backward":
+                        grads = max(grads, stage_grads)
+                    states = b.optimizer_states * ft
+                    extra = 0.0
+                    if sharded_w:
+                        if p == 1:
+                            # at the loss only the root unit is gathered; inside the layers two gathered layers
+                            extra += root / t if at_loss else 2 * layer_w * layer_share + root / t
+                            weights, quant = weights / d_states, quant / d_states
+                        else:
+                            # with pipelining a stage's weights stay gathered from forward to backward
+                            # (torchtitan), beside their shards
+                            extra += (weights + quant) / d_states
+                    if sharded_g:
+                        if p == 1 or lay.strategy == "zero2":
+                            grads = grads / d_states
+                            extra += 0 if at_loss else layer_g * layer_share
+                        # with pipelining, gradient sync is off but for the last microbatch: the stage's
+                        # gradients accumulate unsharded
+                    if lay.strategy != "ddp":
+                        states = states / d_states
+                    else:
+                        grads *= 2
+                    acts = self._acts(b.activations, frac, lay, L_s, u, first, last, at_loss, ckpt, phase) * inflight
+                    logits = 0.0
+                    if last:
+                        logits = b.logits_loss / (t * c)            # vocabulary-parallel with or without SP
+                        if p > 1 and phase != "optimizer":
+                            # each in-flight microbatch's output is kept for its backward, and its loss
+                            # computed right after its forward
+                            logits += (inflight - 1) * (lam / t + b.logits_loss / (t * c)) if at_loss else 0
+                    if phase == "optimizer":
+                        temps = b.temporaries * ft / (d_states if lay.strategy != "ddp" else 1)
+                    elif last:
+                        temps = b.temporaries / (t * c) + ring + a2a
+                        if at_loss and t > 1 and standard_loss and phase == "backward":
+                            temps = max(temps, 3 * lam / t + ring + a2a)   # loss_parallel: exp, zeros, their sum
+                        if not at_loss:
+                            temps += gather
+                    else:
+                        temps = (layer_temps / (t * c) if phase == "backward" else 0.0) + gather + ring + a2a
+                    temps += recv
+                    tensors = int(weights + quant + grads + states + acts + logits + temps + extra)
+                    if phase not in raw or tensors > raw[phase][0]:
+                        raw[phase] = (tensors, weights, quant, grads, states, acts, logits)
+                # FSDP without pipelining: after the head's backward the logits and the loss are freed, the top
+                # layer is gathered and the head's unsharded gradient waits for its reduce-scatter
+                if sharded_w and p == 1 and at_loss and phase == "backward":
+                    weights = b.weights * fw / d_states
+                    quant = b.quantization_state * fw / d_states
+                    grads = b.gradients * ft / d_states if sharded_g else b.gradients * ft
+                    states = b.optimizer_states * ft / d_states
+                    acts = self._acts(b.activations, frac, lay, L_s, u, first, last, False, ckpt, phase)
+                    extra = root / t + 2 * layer_w * layer_share + self.head_g / t
+                    tensors = int(weights + quant + grads + states + acts + extra + ring + a2a)
+                    if tensors > raw[phase][0]:
+                        raw[phase] = (tensors, weights, quant, grads, states, acts, 0.0)
             phases = {phase: _breakdown(est, *parts) for phase, parts in raw.items()}
             worst = max(phases, key=lambda ph: phases[ph].total)
             by_stage[stage] = phases[worst].total
@@ -268,6 +343,27 @@ class Ranks:
                 best = RankPeak(lay, stage, worst, phases[worst], phases)
         assert best is not None
         return replace(best, stages=by_stage)
+
+    def _acts(self, acts: float, frac: float, lay: Layout, L_s: float, u: int, first: bool, last: bool,
+              at_loss: bool, ckpt: bool, phase: str) -> float:
+        """One microbatch's saved activations on one GPU of a stage, from the single GPU's ``acts``."""
+        t, c, p = lay.tp, lay.cp, lay.pp
+        stage = acts / (p * c)
+        if t == 1:
+            return stage
+        if lay.sequence_parallel:
+            # DTensor's colwise linears save their all-gathered (whole-sequence) input: one per attention and
+            # one per MLP in every layer whose tensors are saved, and the head's (torchtitan's plan)
+            layers = (1 if phase == "backward" else 0) if ckpt else 2 * L_s * frac
+            saved = 2 * layers if ckpt else layers
+            head = 1 if at_loss else 0
+            return stage / t + (saved + head) * u * (1 - 1 / t)
+        if ckpt:
+            return stage                              # the layers' inputs, whole
+        # without sequence parallelism only the replicated region stays whole: each layer's two norms'
+        # input and output and two residual sums, the embedding output, the final norm's input and output
+        whole = min(stage, (6 * L_s * frac + (1 if first else 0) + (2 if last and at_loss else 0)) * u)
+        return whole + (stage - whole) / t
 
 
 def _breakdown(est: Estimate, tensors: int, weights: float, quant: float, grads: float, states: float, acts: float,
