@@ -57,6 +57,7 @@ from fitplan.estimate import Estimate
 from fitplan.frozen import frozen, replace
 
 SCHEDULES = ("1f1b", "gpipe", "interleaved", "zbv")
+ENGINES = ("auto", "megatron", "torch")
 DP_STRATEGIES = ("ddp", "zero1", "zero2", "zero3", "fsdp")
 _EXPERT_ROLES = (EXPERT_GATE_UP, EXPERT_DOWN)
 
@@ -76,6 +77,7 @@ class Layout:
     microbatches: int = 0          # 0: as many as pipeline stages x 2
     sequence_parallel: bool = True
     gpus_per_node: int = 8
+    engine: str = "auto"           # megatron with zero1 (its distributed optimizer), torch otherwise
 
     def __post_init__(self) -> None:
         for name in ("tp", "pp", "cp", "ep", "dp", "virtual_stages"):
@@ -90,12 +92,19 @@ class Layout:
         if (self.dp * self.cp) % self.ep:
             raise PlanError(f"expert parallelism of {self.ep} must divide the data x context ranks "
                             f"({self.dp} x {self.cp}), which it is taken from")
+        if self.engine not in ENGINES:
+            raise unknown_choice("parallel engine", self.engine, ENGINES)
         if self.schedule == "zbv" and self.virtual_stages not in (1, 2):
             raise PlanError("the zero-bubble V schedule runs exactly 2 stages per GPU")
 
     @property
     def gpus(self) -> int:
         return self.tp * self.pp * self.cp * self.dp
+
+    @property
+    def megatron(self) -> bool:
+        """Megatron-Core's engine (else PyTorch's: DTensor, torch.distributed.pipelining, FSDP2)."""
+        return self.engine == "megatron" or self.engine == "auto" and self.strategy == "zero1"
 
     @property
     def m(self) -> int:
@@ -253,6 +262,10 @@ class Ranks:
         ring = 2 * a * (T // t if sp else T) * shape.kv_width if c > 1 else 0
         a2a = 2 * a * (T // (t if sp else 1)) * shape.experts_per_token * shape.hidden_size if lay.ep > 1 else 0
         buffer = u // (t if sp else 1)                          # a pipeline send / receive buffer
+        mega = lay.megatron
+        # Megatron's vocab_parallel_cross_entropy: the logits and one fp32 copy it works on in place
+        # (tensor_parallel/cross_entropy.py), whatever --loss says
+        mega_loss = T * shape.vocab_size * (a + 4) / t
 
         best: RankPeak | None = None
         by_stage: dict[str, int] = {}
@@ -260,10 +273,16 @@ class Ranks:
             raw: dict[str, tuple] = {}
             fw = _share(split["weights"], lay, first, last)
             ft = _share(split["trainable"], lay, first, last)
+            # sharded over the data ranks: the routed experts only over their expert data-parallel group
+            # (dp x cp / ep ranks: Megatron's expert_data_parallel_group, torchtitan's efsdp)
+            fw_sh = self._sharded(fw, split["weights"], lay, d_states)
+            ft_sh = self._sharded(ft, split["trainable"], lay, d_states)
+            r_t = ft_sh / ft if ft else 0.0
             stage_grads = self.max_grads * ft
             n = lay.in_flight(r)
             # the microbatches' receive buffers, allocated at the first step and kept (torch.distributed.pipelining)
-            recv = (0 if first else lay.m * buffer) + (0 if last else lay.m * buffer) if p > 1 else 0
+            # (Megatron receives each microbatch into the stage input it keeps for backward: in the activations)
+            recv = (0 if first else lay.m * buffer) + (0 if last else lay.m * buffer) if p > 1 and not mega else 0
             variants = [(n, False)]
             if p > 1:
                 # a stage's gradients exist from its first microbatch's backward to the step: 1F1B's peak is a
@@ -279,7 +298,8 @@ class Ranks:
                     weights = b.weights * fw
                     quant = b.quantization_state * fw
                     grads = b.gradients * ft
-                    if with_grads and phase == "backward":
+                    if with_grads and phase == "backward" or mega:
+                        # (Megatron's DDP keeps one gradient buffer of the whole stage from the model's wrapping)
                         grads = max(grads, stage_grads)
                     states = b.optimizer_states * ft
                     extra = 0.0
@@ -287,31 +307,35 @@ class Ranks:
                         if p == 1:
                             # at the loss only the root unit is gathered; inside the layers two gathered layers
                             extra += root / t if at_loss else 2 * layer_w * layer_share + root / t
-                            weights, quant = weights / d_states, quant / d_states
+                            weights, quant = b.weights * fw_sh, b.quantization_state * fw_sh
                         else:
                             # with pipelining a stage's weights stay gathered from forward to backward
                             # (torchtitan), beside their shards
-                            extra += (weights + quant) / d_states
+                            extra += (b.weights + b.quantization_state) * fw_sh
                     if sharded_g:
                         if p == 1 or lay.strategy == "zero2":
-                            grads = grads / d_states
+                            grads = grads * r_t
                             extra += 0 if at_loss else layer_g * layer_share
                         # with pipelining, gradient sync is off but for the last microbatch: the stage's
                         # gradients accumulate unsharded
                     if lay.strategy != "ddp":
-                        states = states / d_states
+                        states = states * r_t
                     else:
                         grads *= 2
                     acts = self._acts(b.activations, frac, lay, L_s, u, first, last, at_loss, ckpt, phase) * inflight
                     logits = 0.0
-                    if last:
+                    if last and mega and at_loss:
+                        logits = mega_loss                          # fused vocab-parallel cross-entropy
+                    elif last:
                         logits = b.logits_loss / (t * c)            # vocabulary-parallel with or without SP
                         if p > 1 and phase != "optimizer":
                             # each in-flight microbatch's output is kept for its backward, and its loss
                             # computed right after its forward
                             logits += (inflight - 1) * (lam / t + b.logits_loss / (t * c)) if at_loss else 0
                     if phase == "optimizer":
-                        temps = b.temporaries * ft / (d_states if lay.strategy != "ddp" else 1)
+                        temps = b.temporaries * (ft_sh if lay.strategy != "ddp" else ft)
+                    elif last and mega:
+                        temps = (0.0 if at_loss else b.temporaries / (t * c)) + gather + ring + a2a
                     elif last:
                         temps = b.temporaries / (t * c) + ring + a2a
                         if at_loss and t > 1 and standard_loss and phase == "backward":
@@ -327,10 +351,10 @@ class Ranks:
                 # FSDP without pipelining: after the head's backward the logits and the loss are freed, the top
                 # layer is gathered and the head's unsharded gradient waits for its reduce-scatter
                 if sharded_w and p == 1 and at_loss and phase == "backward":
-                    weights = b.weights * fw / d_states
-                    quant = b.quantization_state * fw / d_states
-                    grads = b.gradients * ft / d_states if sharded_g else b.gradients * ft
-                    states = b.optimizer_states * ft / d_states
+                    weights = b.weights * fw_sh
+                    quant = b.quantization_state * fw_sh
+                    grads = b.gradients * (ft_sh if sharded_g else ft)
+                    states = b.optimizer_states * ft_sh
                     acts = self._acts(b.activations, frac, lay, L_s, u, first, last, False, ckpt, phase)
                     extra = root / t + 2 * layer_w * layer_share + self.head_g / t
                     tensors = int(weights + quant + grads + states + acts + extra + ring + a2a)
@@ -344,6 +368,13 @@ class Ranks:
         assert best is not None
         return replace(best, stages=by_stage)
 
+    @staticmethod
+    def _sharded(share: float, f: dict[str, float], lay: Layout, d: int) -> float:
+        """``share`` (a stage GPU's fraction before data-parallel sharding) sharded over ``d`` data ranks,
+        the routed experts' part over the ``d / ep`` ranks of their expert data-parallel group."""
+        experts = f["exp"] / (lay.ep * lay.pp)
+        return (share - experts) / d + experts / max(d // lay.ep, 1)
+
     def _acts(self, acts: float, frac: float, lay: Layout, L_s: float, u: int, first: bool, last: bool,
               at_loss: bool, ckpt: bool, phase: str) -> float:
         """One microbatch's saved activations on one GPU of a stage, from the single GPU's ``acts``."""
@@ -351,6 +382,8 @@ class Ranks:
         stage = acts / (p * c)
         if t == 1:
             return stage
+        if lay.sequence_parallel and lay.megatron:
+            return stage / t                          # shards saved, inputs gathered again in backward
         if lay.sequence_parallel:
             # DTensor's colwise linears save their all-gathered (whole-sequence) input: one per attention and
             # one per MLP in every layer whose tensors are saved, and the head's (torchtitan's plan)

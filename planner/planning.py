@@ -19,7 +19,7 @@ from fitplan.memory.overhead import DEFAULT_OVERHEAD, Overhead
 from fitplan.methods import METHOD_OPTIONS, NAMES, REGISTRY, SEEDS, Method
 from fitplan.methods.lora import target_matrices
 from fitplan.optimizers import NAMES as OPTIMIZERS
-from fitplan.parallel import SCHEDULES, Layout, per_rank
+from fitplan.parallel import ENGINES, SCHEDULES, Layout, per_rank
 from fitplan.request import Request
 from fitplan.result import MethodResult, Plan, Training
 from fitplan.setup import (
@@ -337,6 +337,9 @@ class _Planner:
             if v < 1:
                 raise PlanError(f"{_flag(k)} must be a positive number, got {v}")
         pp = degrees["pipeline_parallel"]
+        if r.given("parallel_engine") and all(v == 1 for v in degrees.values()):
+            raise PlanError("--parallel-engine applies to model parallelism; give --tensor-parallel, "
+                            "--pipeline-parallel, --context-parallel or --expert-parallel")
         for k in ("pipeline_schedule", "virtual_stages", "microbatches"):
             if r.given(k) and pp == 1:
                 raise PlanError(f"{_flag(k)} shapes a pipeline; give --pipeline-parallel P (P > 1) or drop it")
@@ -356,10 +359,12 @@ class _Planner:
             raise PlanError(f"--sharding {strategy} with model parallelism: choose ddp, zero1 (Megatron's distributed "
                             "optimizer), zero2, zero3 or fsdp")
         schedule = _choice("pipeline schedule", r.value("pipeline_schedule"), SCHEDULES)
+
         return Layout(tp=degrees["tensor_parallel"], pp=pp, cp=degrees["context_parallel"],
                       ep=degrees["expert_parallel"], dp=gpus // model_ranks, strategy=strategy, schedule=schedule,
                       virtual_stages=r.value("virtual_stages"), microbatches=r.value("microbatches") or 0,
-                      sequence_parallel=bool(r.value("sequence_parallel")), gpus_per_node=r.value("gpus_per_node"))
+                      sequence_parallel=bool(r.value("sequence_parallel")), gpus_per_node=r.value("gpus_per_node"),
+                      engine=_choice("parallel engine", r.value("parallel_engine"), ENGINES))
 
     def _calibration(self, gpu: GPU | None) -> tuple[Overhead, Calibration | None]:
         from fitplan.calibration import problems

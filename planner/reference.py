@@ -31,7 +31,7 @@ from fitplan.calibration import Observation, overhead_for
 from fitplan.catalog import ModelEntry, data_dir, resolve_gpu, resolve_model
 from fitplan.errors import PlanError
 from fitplan.estimate import estimate
-from fitplan.frozen import frozen
+from fitplan.frozen import frozen, replace
 from fitplan.methods import REGISTRY
 from fitplan.setup import TrainingSetup
 from fitplan.sharding import Placement, per_gpu
@@ -95,17 +95,9 @@ def _stack_row(row: dict[str, str], with_stacks: bool) -> Comparison | str:
         return f"the planner refuses its settings ({result.error})"
     est = result.estimate
     overhead = overhead_for(resolve_gpu(gpu_name))[0] if gpu_name else DEFAULT_OVERHEAD
-    tensors, paged = est.peak.tensors, est.paged_state_bytes
-    if result.spread is not None:
-        tensors = result.spread.per_gpu.tensors
-        p = result.spread.placement
-        paged = 0 if p.offload != "none" else paged // (p.shard if p.strategy != "ddp" else 1)
-    if kind == "device_used":
-        planner = overhead.device_used(tensors)
-    elif kind == "reserved":
-        planner = overhead.reserved(tensors - paged)
-    else:
-        planner = overhead.allocated(tensors - paged)
+    result = replace(result, estimate=replace(est, overhead=overhead))
+    tools = result.tools_per_gpu
+    planner = tools["device_used_bytes" if kind == "device_used" else f"{kind}_bytes"]
     words = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in options.items() if k != "model")
     return Comparison(row["id"], row["id"].split("-")[0], est.model.name, est.method.name, words, kind,
                       measured_bytes(row), planner, int(options.get("gpus", 1)), stack=stack)

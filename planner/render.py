@@ -236,11 +236,9 @@ def render(plan: Plan, fmt: str = "text") -> str:
                 where = f", the {par.stage} pipeline stage (the worst of {stages})"
             out.append(f"Memory per GPU by training phase, {par.layout.describe()}{where}, GiB (2**30 bytes):")
             out.append(phase_table(par.phases, par.phase, fmt))
-            tensors = par.per_gpu.tensors
         elif spread is None:
             out.append("Memory by training phase, GiB (2**30 bytes):")
             out.append(phase_table(est.phases, est.peak_phase, fmt))
-            tensors = est.peak.tensors
         else:
             p = spread.placement
             out.append(f"Memory per GPU by training phase on {p.gpus} GPU{'s' if p.gpus > 1 else ''} ({p.describe()}), "
@@ -248,15 +246,13 @@ def render(plan: Plan, fmt: str = "text") -> str:
             out.append(phase_table(spread.phases, spread.phase, fmt))
             if spread.host_bytes_per_node:
                 out.append(f"Host memory: {gib(spread.host_bytes_per_node)} GiB per node")
-            tensors = spread.per_gpu.tensors
-        if est.setup.device == "cuda":
-            o = est.overhead
-            used = o.device_used(tensors)
-            paged = est.paged_state_bytes
+        tools = r.tools_per_gpu
+        if tools:
+            paged = tools["paged_state_bytes"]
             out.append(f"What the tools will say at the peak{' per GPU' if spread else ''}: allocated "
-                       f"{gib(o.allocated(tensors - paged))} GiB (torch.cuda.max_memory_allocated), reserved "
-                       f"{gib(o.reserved(tensors - paged))} GiB, device used {gib(used)} ± {gib(int(used * o.band_fraction))} "
-                       "GiB (nvidia-smi)")
+                       f"{gib(tools['allocated_bytes'])} GiB (torch.cuda.max_memory_allocated), reserved "
+                       f"{gib(tools['reserved_bytes'])} GiB, device used {gib(tools['device_used_bytes'])} ± "
+                       f"{gib(tools['band_bytes'])} GiB (nvidia-smi)")
             if paged:
                 out.append(f"Paged optimizer: {gib(paged)} GiB of states in CUDA unified memory, which nvidia-smi counts "
                            "while resident and max_memory_allocated / max_memory_reserved never do")

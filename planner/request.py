@@ -66,6 +66,7 @@ DEFAULTS: dict[str, Any] = {
     "virtual_stages": 1,
     "microbatches": None,        # twice the pipeline stages
     "sequence_parallel": True,
+    "parallel_engine": "auto",   # megatron with zero1, torch otherwise
     "suggest": False,
     "max_batch": False,
     "max_seq_len": False,
@@ -171,6 +172,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("virtual_stages", "int", "Pipeline stages per GPU (interleaved 1F1B) [default: 1].", "V"),
     Option("microbatches", "int", "Microbatches per step through the pipeline [default: twice the stages].", "M"),
     Option("sequence_parallel", "switch", "Sequence parallelism with tensor parallelism [default: on]."),
+    Option("parallel_engine", "str", "megatron (Megatron-Core: gathers re-done in backward, fused vocab-parallel "
+                                     "loss, a whole gradient buffer) or torch (DTensor, torch.distributed.pipelining, "
+                                     "FSDP2: torchtitan) [default: auto: megatron with zero1, else torch].", "ENGINE"),
     Option("suggest", "flag", "Rank every catalog GPU by the cheapest configuration that holds the step."),
     Option("max_batch", "flag", "Find the largest micro batch that fits --gpu."),
     Option("max_seq_len", "flag", "Find the longest sequence that fits --gpu."),
@@ -266,6 +270,7 @@ class Request:
     virtual_stages: int | None = None
     microbatches: int | None = None
     sequence_parallel: bool | None = None
+    parallel_engine: str | None = None
     suggest: bool | None = None
     max_batch: bool | None = None
     max_seq_len: bool | None = None

@@ -57,6 +57,30 @@ class MethodResult:
         return self.spread.peak_bytes if self.spread is not None else self.estimate.peak_bytes
 
     @property
+    def tools_per_gpu(self) -> dict[str, int]:
+        """What the tools will say at the peak on one GPU (the spread or parallel view where there is one):
+        ``allocated_bytes`` (torch.cuda.max_memory_allocated), ``reserved_bytes``, ``device_used_bytes``
+        (nvidia-smi), ``band_bytes`` and ``paged_state_bytes`` (a paged optimizer's states on this GPU,
+        counted in device used only). CUDA only: empty on the CPU."""
+        est = self.estimate
+        if est is None or est.setup.device != "cuda":
+            return {}
+        paged = est.paged_state_bytes
+        if self.parallel is not None:
+            tensors = self.parallel.per_gpu.tensors
+            paged = int(paged * self.parallel.per_gpu.optimizer_states / max(est.peak.optimizer_states, 1))
+        elif self.spread is not None:
+            tensors = self.spread.per_gpu.tensors
+            p = self.spread.placement
+            paged = 0 if p.offload != "none" else paged // (p.shard if p.strategy != "ddp" else 1)
+        else:
+            tensors = est.peak.tensors
+        o = est.overhead
+        used = o.device_used(tensors)
+        return {"allocated_bytes": o.allocated(tensors - paged), "reserved_bytes": o.reserved(tensors - paged),
+                "device_used_bytes": used, "band_bytes": int(used * o.band_fraction), "paged_state_bytes": paged}
+
+    @property
     def other_peaks(self) -> Peaks:
         """The model load's and the checkpoint save's peaks beside the step's, per GPU."""
         return peaks(self.estimate, self.spread)
@@ -97,6 +121,8 @@ class MethodResult:
         if "lora_rank" in m.options:
             row["lora_rank"] = setup.lora_rank
         row["peak_bytes_per_gpu"] = self.peak_bytes_per_gpu
+        if self.spread is not None or self.parallel is not None:
+            row.update({f"{k.removesuffix('_bytes')}_bytes_per_gpu": v for k, v in self.tools_per_gpu.items()})
         row["other_peaks"] = self.other_peaks.to_dict()
         row["activation_host_bytes"] = est.host_bytes
         row["paged_state_bytes"] = est.paged_state_bytes

@@ -1099,19 +1099,10 @@ def _train(model: Any, setup: Any, task: str, vocab: int, steps: int, tracker: A
         loss.backward()
         del loss, ids, labels
         tracker.mark("end_backward")
-        for p in trainable:
-            if p.grad is not None:
-                a = tracker.lookup(p.grad)
-                if a is not None:
-                    a.kind = "grad"
+        tracker.name_grads(trainable)
         tracker.set_phase(step, "optimizer")
         opt.step()
-        for st in opt.state.values():
-            for k, v in st.items():
-                if isinstance(v, torch.Tensor):
-                    a = tracker.lookup(v)
-                    if a is not None and a.kind is None:
-                        a.kind = "opt_step_scalar" if (k == "step" and v.numel() == 1) else "opt_state"
+        tracker.name_states(opt)
         tracker.set_phase(step, "zero_grad")
         opt.zero_grad(set_to_none=True)
         tracker.mark("end_step")

@@ -157,20 +157,11 @@ def _train(model, setup: TrainingSetup, vocab: int, steps: int, tracker: MemoryT
         del loss, ids
         if tracker:
             tracker.mark("end_backward")
-            for p in trainable:
-                if p.grad is not None:
-                    a = tracker.lookup(p.grad)
-                    if a is not None:
-                        a.kind = "grad"
+            tracker.name_grads(trainable)
             tracker.set_phase(step, "optimizer")
         opt.step()
         if tracker:
-            for st in opt.state.values():
-                for k, v in st.items():
-                    if isinstance(v, torch.Tensor):
-                        a = tracker.lookup(v)
-                        if a is not None and a.kind is None:
-                            a.kind = "opt_step_scalar" if (k == "step" and v.numel() == 1) else "opt_state"
+            tracker.name_states(opt)
             tracker.set_phase(step, "zero_grad")
         opt.zero_grad(set_to_none=True)
         if tracker:

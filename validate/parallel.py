@@ -265,17 +265,8 @@ class RankTracker(MemoryTracker):
                     self.register(v, "buffer")
 
     def name_grads_and_states(self, params, opt) -> None:
-        for p in params:
-            if p.grad is not None:
-                a = self.lookup(p.grad)
-                if a is not None and a.kind in (None, "fsdp_unsharded"):
-                    a.kind = "grad"
-        for st in opt.state.values():
-            for k, v in st.items():
-                if isinstance(v, torch.Tensor):
-                    a = self.lookup(v)
-                    if a is not None and a.kind is None:
-                        a.kind = "opt_step_scalar" if (k == "step" and _local(v).numel() == 1) else "opt_state"
+        self.name_grads(params, only=(None, "fsdp_unsharded"))
+        self.name_states(opt, numel=lambda v: _local(v).numel())
 
 
 def _summary(tracker: RankTracker, step: int) -> dict[str, Any]:
@@ -701,7 +692,7 @@ def layout_of(run: Run):
 
     return Layout(tp=run.tp, pp=run.pp, dp=run.dp, strategy=run.strategy if run.dp > 1 else "zero1",
                   schedule=run.schedule, microbatches=run.microbatches if run.pp > 1 else 0,
-                  sequence_parallel=run.sequence_parallel)
+                  sequence_parallel=run.sequence_parallel, engine="torch")   # PyTorch's engines run here
 
 
 def _estimate(raw: dict[str, Any], run: Run):

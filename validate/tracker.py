@@ -126,6 +126,23 @@ class MemoryTracker(TorchDispatchMode):
         if head is not None:
             head.register_forward_pre_hook(lambda *_: setattr(self, "region", "head"))
 
+    def name_grads(self, params, only: tuple | None = None) -> None:
+        """Mark the parameters' gradients as gradients (``only``: those whose kind is one of these)."""
+        for p in params:
+            if p.grad is not None:
+                a = self.lookup(p.grad)
+                if a is not None and (only is None or a.kind in only):
+                    a.kind = "grad"
+
+    def name_states(self, opt, numel=lambda v: v.numel()) -> None:
+        """Mark the optimizer's states (its one-element ``step`` counters apart); ``numel`` of a state."""
+        for st in opt.state.values():
+            for k, v in st.items():
+                if isinstance(v, torch.Tensor):
+                    a = self.lookup(v)
+                    if a is not None and a.kind is None:
+                        a.kind = "opt_step_scalar" if (k == "step" and numel(v) == 1) else "opt_state"
+
     def lookup(self, t: torch.Tensor) -> Alloc | None:
         return self.live_by_cdata.get(t.untyped_storage()._cdata)
 

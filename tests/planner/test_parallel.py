@@ -24,16 +24,20 @@ def test_one_gpu_layout_is_the_single_gpu_estimate():
     assert r.per_gpu.tensors == FULL.peak.tensors
 
 
+@pytest.mark.parametrize("engine", ["megatron", "torch"])
 @pytest.mark.parametrize("tp", [2, 4, 8])
-def test_tensor_parallelism_divides_weights_and_activations(tp):
-    one = per_rank(FULL, Layout()).phases["forward"]
-    split = per_rank(FULL, Layout(tp=tp)).phases["forward"]
+def test_tensor_parallelism_divides_weights_and_activations(tp, engine):
+    one = per_rank(FULL, Layout(engine="torch")).phases["forward"]
+    split = per_rank(FULL, Layout(tp=tp, engine=engine)).phases["forward"]
     assert split.weights < one.weights / tp * 1.01          # norms stay whole: a hair above W / t
     assert split.weights > one.weights / tp
-    # checkpointed layers save their sequence-sharded inputs; the head saves its all-gathered input (DTensor)
+    # checkpointed layers save their sequence-sharded inputs; with DTensor the head saves its all-gathered input,
+    # Megatron gathers it again in backward
     u = 2 * 4096 * LLAMA_70B.shape.hidden_size
-    assert split.activations == pytest.approx(one.activations / tp + u * (1 - 1 / tp), rel=0.01)
-    assert split.logits_loss == pytest.approx(one.logits_loss / tp, rel=0.01)   # vocab-parallel loss
+    gathered = u * (1 - 1 / tp) if engine == "torch" else 0
+    assert split.activations == pytest.approx(one.activations / tp + gathered, rel=0.01)
+    if engine == "torch":
+        assert split.logits_loss == pytest.approx(one.logits_loss / tp, rel=0.01)   # vocab-parallel loss
 
 
 def test_without_sequence_parallelism_the_activations_stay_whole():
@@ -144,3 +148,23 @@ def test_bad_layouts_are_one_line(args, message):
     assert r.returncode == 2, r.stdout
     assert len(r.stderr.strip().splitlines()) == 1
     assert message in r.stderr
+
+
+def test_the_engine_is_megatron_with_its_distributed_optimizer_and_torch_otherwise():
+    assert Layout(tp=2).megatron and Layout(tp=2, dp=2, strategy="zero1").megatron
+    assert not Layout(tp=2, dp=2, strategy="fsdp").megatron
+    assert not Layout(tp=2, engine="torch").megatron and Layout(tp=2, dp=2, strategy="fsdp", engine="megatron").megatron
+    with pytest.raises(PlanError, match="unknown parallel engine 'deepspeed'"):
+        Layout(tp=2, engine="deepspeed")
+
+
+def test_megatron_keeps_a_whole_gradient_buffer_and_a_fused_loss():
+    """Megatron's DDP allocates the stage's gradient buffer when it wraps the model (present in the forward);
+    its vocab-parallel cross-entropy holds the logits and one fp32 copy (6 bytes a logit in bf16), no more."""
+    mega = per_rank(FULL, Layout(tp=8, engine="megatron")).phases
+    torch = per_rank(FULL, Layout(tp=8, engine="torch")).phases
+    assert mega["forward"].gradients > 0
+    assert mega["forward"].gradients == pytest.approx(mega["optimizer"].gradients, rel=0.001)
+    assert torch["forward"].gradients == 0
+    tokens, vocab = 4096, LLAMA_70B.shape.vocab_size
+    assert mega["backward"].logits_loss == pytest.approx(tokens * vocab * 6 / 8, rel=0.001)
