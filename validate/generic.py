@@ -62,6 +62,7 @@ from fitplan.architecture import (
 from fitplan.breakdown import CATEGORIES, MemoryBreakdown
 from fitplan.errors import PlanError
 from fitplan.families.moe import MLA_KVA, MLA_KVB, MLA_QA, MLA_QB
+from fitplan.frozen import replace
 
 GENERIC_NOTE = "generic path:"
 NEEDS_EXTRA = "the generic path needs the validate extra: pip install 'fitplan[validate]'"
@@ -493,16 +494,16 @@ def _with_layers(e: Matrix | Norm, layers: int | None) -> Matrix | Norm:
 
 
 def _versions() -> dict[str, str]:
-    import torch
-    import transformers
+    """The installed versions of torch, transformers and peft, read without importing them."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        import peft
-
-        peft_version = peft.__version__
-    except ImportError:
-        peft_version = "none"
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft_version}
+    out = {}
+    for name in ("torch", "transformers", "peft"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "none"
+    return out
 
 
 def generic_shape(raw: Mapping[str, Any], name: str = "config.json", *, task: str | None = None) -> ModelShape:
@@ -1467,26 +1468,7 @@ def _read_cache(path: str, name: str) -> tuple[ModelShape, GenericMeasurement] |
 
 
 def _write_cache(path: str, shape: ModelShape, result: GenericMeasurement) -> bool:
-    doc = {"schema": CACHE_SCHEMA, "shape": _shape_to_json(shape), "result": result.to_dict()}
-    data = json.dumps(doc, sort_keys=True, default=str).encode()
-    folder = os.path.dirname(path)
-    tmp = None
-    try:
-        import tempfile
-
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        return True
-    except OSError:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        return False           # a read-only cache is no error: the plan is still made
+    return _write_json(path, {"schema": CACHE_SCHEMA, "shape": _shape_to_json(shape), "result": result.to_dict()})
 
 
 def cache_path(raw: Mapping[str, Any], setup: Any, task: str | None = None, steps: int = 2) -> str:
@@ -1510,3 +1492,185 @@ def generic_plan(raw: Mapping[str, Any], name: str, setup: Any, *, task: str | N
     result = generic_measure(raw, shape, setup, task=task, steps=steps)
     _write_cache(path, shape, result)
     return shape, result, False
+
+
+# ---- the planner's generic path ---------------------------------------------------------------
+def untraceable(shape: ModelShape) -> str | None:
+    """Why the planner's analytic trace cannot follow ``shape`` (None: it can).
+
+    The trace replays the standard decoder layer (norms, attention by q/k/v/o or a fused qkv, a plain
+    or gated MLP, the head and the loss) over the roles a shape's matrices carry. It cannot follow an
+    encoder-decoder or an encoder with a classifier, mixing layers of other kinds (state-space or
+    recurrent mixers: matrices without a role, parameters that are not norms), layers that differ, or
+    experts found only by their tensors' shapes (the router's top-k and the experts' saved tensors are
+    the families' own)."""
+    if "(causal)" not in shape.note:
+        return "it is not a decoder-only causal LM"
+    if any(m.role == OTHER for m in shape.matrices):
+        names = ", ".join(sorted({m.name for m in shape.matrices if m.role == OTHER}))
+        return f"its layers hold matrices of no standard role ({names})"
+    odd = sorted(n.name for n in shape.norms if "norm" not in n.name.split(".")[-1].lower()
+                 and not n.name.startswith(OUTSIDE))
+    if odd:
+        return f"its layers hold parameters that are neither matrices nor norms ({', '.join(odd[:4])})"
+    if shape.num_experts:
+        return "it is a mixture of experts without a family reader (routing and the experts' saved tensors)"
+    standard = {ATTN_Q, ATTN_K, ATTN_V, ATTN_O, ATTN_QKV, MLP_GATE, MLP_UP, MLP_DOWN, MLP_GATE_UP}
+    roles = {m.role for m in shape.matrices}
+    if roles - standard:
+        return f"its attention or MLP has another form (roles {', '.join(sorted(roles - standard))})"
+    if ATTN_O not in roles or not ({ATTN_Q, ATTN_QKV} & roles) or MLP_DOWN not in roles:
+        return "its layers lack a standard attention (q/k/v/o or a fused qkv) or MLP (down)"
+    if any(getattr(e, "layers", None) for e in (*shape.matrices, *shape.norms)) or shape.kinds:
+        return "its layers differ from one another"
+    return None
+
+
+def _shape_cache_path(raw: Mapping[str, Any]) -> str:
+    _, fields = _clean(raw)
+    doc = {"schema": CACHE_SCHEMA, "kind": "shape", "model_type": raw.get("model_type"), "config": fields,
+           "versions": _versions()}
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=True)
+    return os.path.join(cache_dir(), "shape-" + hashlib.sha256(text.encode()).hexdigest() + ".json")
+
+
+def planner_shape(raw: Mapping[str, Any], name: str) -> ModelShape:
+    """The shape the planner plans for a ``model_type`` without a family reader: ``generic_shape``
+    (cached per config and versions), where the analytic trace can follow it.
+
+    Raises:
+        PlanError: transformers cannot build it, or the trace cannot follow it (``untraceable``); the
+            message names ``generic_plan``, which measures such a model on fake tensors.
+    """
+    path = _shape_cache_path(raw)
+    shape, check = None, None
+    with contextlib.suppress(Exception):           # missing, unreadable or corrupt: built again
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        if doc.get("schema") == CACHE_SCHEMA:
+            shape, check = _shape_from_json(doc["shape"], name), doc.get("check")
+    if shape is None or not is_generic(shape):
+        _, transformers = _require()
+        from fitplan.families import FAMILIES
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+        model_type = raw.get("model_type")
+        if model_type not in CONFIG_MAPPING_NAMES:
+            raise PlanError(f"{name}: architecture {model_type!r} is not supported: no family reader of the planner "
+                            f"(supported: {', '.join(sorted(FAMILIES))}) and no model type of transformers "
+                            f"{transformers.__version__}")
+        with _quiet():
+            shape = generic_shape(raw, name)
+        why = untraceable(shape)
+        check = None if why else _check_trace(raw, shape)
+        _write_json(path, {"schema": CACHE_SCHEMA, "shape": _shape_to_json(shape), "check": check})
+    why = untraceable(shape)
+    if why:
+        raise PlanError(f"{name}: architecture {raw.get('model_type')!r} has no family reader and transformers "
+                        f"builds it, but {why}: the planner's trace cannot follow it. Measure it on fake tensors "
+                        "instead: fitplan.validate.generic.generic_plan(config, name, setup)")
+    note = "; parameters counted on transformers' meta model, activations traced over the standard roles"
+    if check:
+        worst = max(abs(v) for v in check.values())
+        note += (f"; the trace against a fake-tensor measurement of this architecture's step ({CHECK_TOKENS} tokens, "
+                 "CPU kernels): " + ", ".join(f"{k} {v:+.1f}%" for k, v in check.items()))
+        if worst > 3.0:
+            note += " (more than 3% off: this architecture does something the trace does not know)"
+    return replace(shape, note=shape.note + note)
+
+
+CHECK_TOKENS = 256
+CHECK_METHODS = ("full", "lora")
+
+
+def _check_trace(raw: Mapping[str, Any], shape: ModelShape) -> dict[str, float] | None:
+    """The trace's peak beside a fake-tensor measurement of the step, full fine-tuning and LoRA, in percent
+    (None where the measurement cannot run)."""
+    from fitplan.catalog import ModelEntry
+    from fitplan.estimate import estimate
+    from fitplan.setup import TrainingSetup
+
+    out = {}
+    for method in CHECK_METHODS:
+        setup = TrainingSetup(method=method, seq_len=CHECK_TOKENS, batch_size=1, device="cpu", precision="bf16")
+        try:
+            planned = estimate(ModelEntry(shape.name, "config", None, shape), setup).peak_bytes
+            with _quiet():
+                measured = generic_measure(raw, shape, setup).peak_bytes
+        except Exception:  # noqa: BLE001 - no check, said by its absence
+            return None
+        out[method] = round(100.0 * (planned - measured) / measured, 2)
+    return out
+
+
+def _write_json(path: str, doc: dict[str, Any]) -> bool:
+    data = json.dumps(doc, sort_keys=True, default=str).encode()
+    tmp = None
+    try:
+        import tempfile
+
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=os.path.dirname(path))
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        return False
+
+
+# ---- small configs of any model type (tests and benchmarks/generic_trace.py) ------------------------
+# a small size for the usual fields (each only lowered, only where the config has it)
+SMALL = {"hidden_size": 64, "d_model": 64, "n_embd": 64, "intermediate_size": 128, "ffn_dim": 128, "d_ff": 128,
+         "n_inner": 128, "num_attention_heads": 4, "n_head": 4, "num_key_value_heads": 2, "head_dim": 16,
+         "vocab_size": 512, "num_experts": 4, "num_local_experts": 4, "n_routed_experts": 4, "moe_num_experts": 4,
+         "num_experts_per_tok": 2, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 32}
+LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "decoder_layers", "encoder_layers",
+              "num_decoder_layers", "num_encoder_layers")
+
+
+def _shrink(d: dict, dims: bool) -> dict:
+    """``d`` with two layers (and per-layer lists cut to them); ``dims``: the usual sizes lowered too."""
+    out = dict(d)
+    for k, v in d.items():
+        if isinstance(v, dict) and k.endswith("config"):
+            out[k] = _shrink(v, dims)
+        elif k in LAYER_KEYS and isinstance(v, int) and not isinstance(v, bool):
+            out[k] = min(v, 2)
+        elif dims and k in SMALL and isinstance(v, int) and not isinstance(v, bool):
+            out[k] = min(v, SMALL[k])
+    depth = next((d[k] for k in LAYER_KEYS if isinstance(d.get(k), int)), None)
+    for k, v in d.items():
+        if depth and isinstance(v, list) and len(v) == depth:
+            out[k] = v[:2]          # per-layer lists follow the depth
+    return out
+
+
+def small_config(model_type: str) -> dict[str, Any]:
+    """The smallest of (sizes and layers shrunk, layers shrunk, the default) of ``model_type``'s default
+    config that transformers builds as a causal LM on the meta device.
+
+    Raises:
+        PlanError: it builds from none of them (the last reason).
+    """
+    torch, transformers = _require()
+    try:
+        base = transformers.AutoConfig.for_model(model_type).to_dict()
+    except Exception as exc:  # noqa: BLE001 - its own default config is refused
+        raise PlanError(f"{model_type} builds from no config ({_short(exc)})") from None
+    last: BaseException | None = None
+    for raw in (_shrink(base, True), _shrink(base, False), base):
+        raw = {k: v for k, v in raw.items() if not k.startswith("_")}
+        try:
+            cfg = transformers.AutoConfig.for_model(model_type, **{k: v for k, v in raw.items() if k != "model_type"})
+            with _quiet(), torch.device("meta"):
+                transformers.AutoModelForCausalLM.from_config(cfg)
+            return raw
+        except Exception as exc:  # noqa: BLE001 - the next, larger config
+            last = exc
+    raise PlanError(f"{model_type} builds from no config ({_short(last) if last else 'no config'})")

@@ -3,9 +3,10 @@
 ``shape_from_config`` finds the language model (a multimodal config's ``text_config``, with the text
 model type's defaults for the fields it leaves out, as transformers fills them), checks its sizes
 against physical limits and the family's own consistency rules, and hands it to the family's reader.
-A ``model_type`` without a reader is refused here, naming the supported ones and the validator's generic
-path (``fitplan.validate.generic``), which measures any config transformers can build on fake tensors;
-the planner does not route to it (one measurement per setting: seconds, where a plan takes many).
+A ``model_type`` without a reader takes the generic path (``fitplan.validate.generic.planner_shape``,
+where torch and transformers are installed): the shape read off the model transformers builds on the
+meta device, planned by the same trace where it can follow the layers, refused with the reason where
+it cannot (the validator's ``generic_plan`` measures those on fake tensors).
 """
 
 from __future__ import annotations
@@ -92,6 +93,19 @@ def language_config(raw: Mapping[str, Any], name: str) -> tuple[Mapping[str, Any
     return text, model_type if isinstance(model_type, str) else nested
 
 
+def _generic(raw: Mapping[str, Any], name: str, model_type: str) -> ModelShape:
+    """A model type without a family reader: the generic path, where torch and transformers are installed."""
+    from importlib.util import find_spec
+
+    if find_spec("torch") is None or find_spec("transformers") is None:
+        raise PlanError(f"{name}: architecture {model_type!r} is not one of the planner's own families "
+                        f"(supported: {', '.join(sorted(FAMILIES))}); the generic path plans any architecture "
+                        "transformers builds and needs the validate extra: pip install 'fitplan[validate]'")
+    from fitplan.validate.generic import planner_shape
+
+    return planner_shape(raw, name)
+
+
 def shape_from_config(raw: Any, name: str = "config.json") -> ModelShape:
     """Read a Hugging Face ``config.json`` dictionary into a ModelShape.
 
@@ -113,9 +127,7 @@ def shape_from_config(raw: Any, name: str = "config.json") -> ModelShape:
     text, wrapper = language_config(raw, name)
     model_type = text["model_type"]
     if model_type not in FAMILIES:
-        raise PlanError(f"{name}: architecture {model_type!r} is not supported by the planner's own families "
-                        f"(supported: {', '.join(sorted(FAMILIES))}); the validator measures any architecture "
-                        "transformers builds: fitplan.validate.generic.generic_plan (pip install 'fitplan[validate]')")
+        return _generic(raw if not wrapper else text, name, model_type)
     c = Config(text, name)
     fields = FAMILIES[model_type](c, model_type)
     fields.setdefault("max_positions", fields.get("position_embeddings") or max_positions(c))

@@ -32,6 +32,7 @@ from fitplan.validate.generic import (  # noqa: E402
     generic_measure,
     generic_plan,
     generic_shape,
+    small_config,
 )
 from fitplan.validate.measure import measure_fake  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
@@ -58,31 +59,6 @@ KNOWN_FAILURES = {
     "reformer": "make sure that `is_decoder=True`",                   # the LM head needs is_decoder=True
 }
 
-# a small size for the usual fields (each only lowered, only where the config has it)
-SMALL = {"hidden_size": 64, "d_model": 64, "n_embd": 64, "intermediate_size": 128, "ffn_dim": 128, "d_ff": 128,
-         "n_inner": 128, "num_attention_heads": 4, "n_head": 4, "num_key_value_heads": 2, "head_dim": 16,
-         "vocab_size": 512, "num_experts": 4, "num_local_experts": 4, "n_routed_experts": 4, "moe_num_experts": 4,
-         "num_experts_per_tok": 2, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 32}
-LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "decoder_layers", "encoder_layers",
-              "num_decoder_layers", "num_encoder_layers")
-
-
-def _shrink(d: dict, dims: bool) -> dict:
-    out = dict(d)
-    for k, v in d.items():
-        if isinstance(v, dict) and k.endswith("config"):
-            out[k] = _shrink(v, dims)
-        elif k in LAYER_KEYS and isinstance(v, int) and not isinstance(v, bool):
-            out[k] = min(v, 2)
-        elif dims and k in SMALL and isinstance(v, int) and not isinstance(v, bool):
-            out[k] = min(v, SMALL[k])
-    depth = next((d[k] for k in LAYER_KEYS if isinstance(d.get(k), int)), None)
-    for k, v in d.items():
-        if depth and isinstance(v, list) and len(v) == depth:
-            out[k] = v[:2]          # per-layer lists follow the depth
-    return out
-
-
 def _meta_causal(raw: dict):
     cfg = AutoConfig.for_model(raw["model_type"], **{k: v for k, v in raw.items() if k != "model_type"})
     with torch.device("meta"):
@@ -91,15 +67,11 @@ def _meta_causal(raw: dict):
 
 def _small_config(model_type: str) -> tuple[dict, torch.nn.Module]:
     """The smallest of (dims and layers shrunk, layers shrunk, default) that transformers builds."""
-    base = AutoConfig.for_model(model_type).to_dict()
-    last = None
-    for raw in (_shrink(base, True), _shrink(base, False), base):
-        raw = {k: v for k, v in raw.items() if not k.startswith("_")}
-        try:
-            return raw, _meta_causal(raw)
-        except Exception as exc:  # noqa: BLE001 - the next, larger config
-            last = exc
-    raise AssertionError(f"{model_type} builds from no config ({last!r}): add it to KNOWN_FAILURES")
+    try:
+        raw = small_config(model_type)
+    except PlanError as exc:
+        raise AssertionError(f"{exc}: add it to KNOWN_FAILURES") from None
+    return raw, _meta_causal(raw)
 
 
 @pytest.fixture(autouse=True)
@@ -299,3 +271,67 @@ def test_a_quantized_base_is_refused_on_fake_tensors():
     shape = generic_shape(BERT, "tiny-bert")
     with pytest.raises(PlanError, match="fake tensors"):
         generic_measure(BERT, shape, TrainingSetup(method="qlora", device="cpu"))
+
+
+# ---- the planner's generic path: a model type without a family reader, planned -----------------------
+def _tiny(model_type: str, **extra) -> dict:
+    fields = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+                  num_key_value_heads=2, vocab_size=256, pad_token_id=0, bos_token_id=1, eos_token_id=2, **extra)
+    cfg = AutoConfig.for_model(model_type, **fields).to_dict()
+    return {k: v for k, v in cfg.items() if not k.startswith("_")}
+
+
+def _write(tmp_path, raw) -> str:
+    path = tmp_path / f"{raw['model_type']}.json"
+    path.write_text(json.dumps(raw, default=str))
+    return str(path)
+
+
+def test_the_planner_plans_an_architecture_without_a_family_reader(monkeypatch, tmp_path):
+    import subprocess
+
+    import fitplan
+
+    monkeypatch.setenv("FITPLAN_HOME", str(tmp_path / "home"))
+    raw = _tiny("starcoder2")
+    path = _write(tmp_path, raw)
+    p = fitplan.plan(model=path, method="lora", seq_len=64)
+    assert p.model.shape.parameter_count == _meta_causal(raw).num_parameters()
+    note = p.model.shape.note
+    assert note.startswith("generic path:") and "Starcoder2ForCausalLM" in note
+    assert "the trace against a fake-tensor measurement" in note and "full " in note and "lora " in note
+    assert p.methods["lora"].estimate.peak_bytes > 0
+    assert any(n.startswith("generic path:") for n in p.notes)
+    # the second plan reads the cached shape and imports no torch
+    code = f"import sys, fitplan; fitplan.plan(model={path!r}); print('torch' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**__import__("os").environ, "FITPLAN_HOME": str(tmp_path / "home")})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("model_type, extra, why", [
+    ("t5", {}, "it is not a decoder-only causal LM"),
+    ("olmoe", {"num_experts": 4, "num_experts_per_tok": 2}, "it is a mixture of experts without a family reader"),
+])
+def test_the_planner_refuses_what_its_trace_cannot_follow(monkeypatch, tmp_path, model_type, extra, why):
+    import fitplan
+
+    monkeypatch.setenv("FITPLAN_HOME", str(tmp_path / "home"))
+    raw = {k: v for k, v in AutoConfig.for_model(model_type).to_dict().items() if not k.startswith("_")} \
+        if model_type == "t5" else _tiny(model_type, **extra)
+    with pytest.raises(PlanError, match=why) as info:
+        fitplan.plan(model=_write(tmp_path, raw))
+    assert "generic_plan" in str(info.value)
+
+
+def test_without_torch_the_message_names_the_validate_extra(monkeypatch, tmp_path):
+    import importlib.util
+
+    import fitplan
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    with pytest.raises(PlanError, match=r"architecture 'starcoder2' is not one of the planner's own families.*"
+                                        r"pip install 'fitplan\[validate\]'"):
+        fitplan.plan(model=_write(tmp_path, _tiny("starcoder2")))
