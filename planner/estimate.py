@@ -31,7 +31,16 @@ operations per configuration.
 
 from __future__ import annotations
 
-from fitplan.architecture import ModelShape
+from fitplan.architecture import (
+    EXPERT_DOWN,
+    EXPERT_GATE_UP,
+    MLP_DOWN,
+    MLP_GATE,
+    MLP_GATE_UP,
+    MLP_UP,
+    ROUTER,
+    ModelShape,
+)
 from fitplan.breakdown import MemoryBreakdown
 from fitplan.catalog import ModelEntry
 from fitplan.dtypes import nbytes
@@ -45,6 +54,7 @@ from fitplan.memory.overhead import DEFAULT_OVERHEAD, Overhead
 from fitplan.methods import Method, TensorGroup
 from fitplan.setup import TrainingSetup
 
+_MLP_ROLES = (MLP_GATE, MLP_UP, MLP_DOWN, MLP_GATE_UP, EXPERT_GATE_UP, EXPERT_DOWN, ROUTER)
 PHASES = ("forward", "backward", "optimizer")
 OFFLOAD_STASH = 5   # torchtune's OffloadActivations(max_fwd_stash_size=5): tensors kept while their copy runs
 
@@ -75,7 +85,9 @@ class Template:
     top_freed: Size          # what the top layer's MLP tail frees before its MLP backward peaks
     top_gradients: int       # the top layer's gradients made by then
     layer_temps: tuple[Size, ...]  # alternatives for what is alive inside one layer's MLP backward
+    attention_temps: Size | None   # what eager attention's softmax backward holds (None: a fused kernel)
     layer_gradients: int     # one decoder layer's gradients
+    mlp_gradients: int       # one decoder layer's MLP's gradients (made before its attention's backward)
     forms: act.LayerActivations   # layer 0, the later layers summed, the largest one, within and beyond windows
     checkpoint: Size
     outside: Size            # outside-the-layers saved set, as a form (see outside_form)
@@ -145,6 +157,8 @@ class Template:
         fwd_tr += self.forward_held.bytes(*c)
         bwd_tr = bwd_loss + self.early_gradients
         W, Q, G, S = self.weights, self.quant_state, self.gradients, self.optimizer_states
+        attn = self.attention_temps.bytes(*c) if self.attention_temps is not None else None
+        freed = self.forms.attention_freed.bytes(*c)
         moments = [("forward", [W, Q, 0, S, A, loss, fwd_tr, 0]), ("backward", [W, Q, 0, S, A, loss, bwd_tr, 0])]
         head_bwd = self.head_backward.bytes(*c)
         if head_bwd:
@@ -178,6 +192,10 @@ class Template:
             for grads, held in ends:
                 moments.append(("backward", [W, Q, grads, S, held, 0, later - self.top_freed.bytes(*c) + temps
                                              + self.tied_extra + self.early_gradients, 0]))
+                if attn is not None:
+                    # the recomputed layer's attention backward: its MLP side already freed
+                    moments.append(("backward", [W, Q, grads, S, held, 0, later - freed + attn + self.tied_extra
+                                                 + self.early_gradients, 0]))
                 for before, alive in transients:
                     # the recomputed layer's forward at a method's temporaries: its own gradients not
                     # yet made, its input already held as the checkpoint
@@ -190,6 +208,11 @@ class Template:
             moments.append(("backward", [W, Q, self.head_gradients + self.top_gradients, S, held, 0,
                                          max(x.bytes(*c) for x in self.layer_temps) + self.tied_extra
                                          + self.early_gradients, 0]))
+            if attn is not None:
+                # the top layer's attention backward: its MLP side freed, the MLP's gradients made
+                moments.append(("backward", [W, Q, self.head_gradients + max(self.top_gradients, self.mlp_gradients), S,
+                                             A - self.head_saved.bytes(*c) - freed, 0,
+                                             attn + self.tied_extra + self.early_gradients, 0]))
         moments.append(("backward", [W, Q, G, S, 0, 0, self.tied_extra, 0]))
         moments.append(("optimizer", [W, Q, G, S, 0, 0, self.optimizer_temporaries, 0]))
         if self.in_backward:
@@ -250,6 +273,8 @@ def template(shape: ModelShape, setup: TrainingSetup) -> Template:
     head_labels = ("lm_head.", shape.final_norm.name + ".")
     grad_per = (lambda g: 4 * g.elements) if setup.master_weights else (lambda g: g.data_bytes())
     layer_grads = sum(grad_per(g) for g in trainable if g.per_layer(L))
+    mlp_names = tuple(x.name + "." for x in shape.matrices if x.role in _MLP_ROLES)
+    mlp_grads = sum(grad_per(g) for g in trainable if g.per_layer(L) and g.label.startswith(mlp_names)) if mlp_names else 0
     head_grads = sum(grad_per(g) for g in trainable if g.label.startswith(head_labels))
     r = 4 if setup.mixed else setup.activation_bytes
     head_trains = m.trains_base or "lm_head" in setup.modules_to_save
@@ -293,9 +318,11 @@ def template(shape: ModelShape, setup: TrainingSetup) -> Template:
         top_freed=act.top_layer_freed(shape, setup),
         top_gradients=mlp_side,
         layer_temps=act.layer_backward_temporaries(shape, setup),
+        attention_temps=act.attention_backward_temporaries(shape, setup),
         eager_masks=shape.eager_mask_kinds if setup.attention == "eager" else 0,
         input_leaf=input_leaf,
         layer_gradients=layer_grads // L,
+        mlp_gradients=mlp_grads // L,
         forms=forms,
         checkpoint=forms.checkpoint,
         outside=outside,

@@ -127,6 +127,7 @@ class Trace:
         self.saved: dict[int, Size] = {}
         # (saved so far, what is alive beyond it): a method's forward temporaries at that point
         self.transients: list[tuple[Size, Size]] = []
+        self.attention_saved = Size()
         self.norm_names: list[str] = []   # the layer's norms in call order, for Method.trains_norm
         self.kept: dict[int, Size] = {}   # saved outside autograd's saved tensors: checkpointing keeps them
         self._keep: list[TraceTensor] = []
@@ -519,6 +520,7 @@ class Trace:
                 attn_in = self.tok(s.q_width, self.a, attn_in.rg)
             o = self.linear(attn_in, by_role[ATTN_O])
             o = self.method.trace_attention_output(self, n1, o)
+        self.attention_saved = self.total()       # what the layer saved up to its attention's output
         o = self.dropout(o, h_size, s.dropout)
         o = self.method.trace_block_output(self, o)
         if s.parallel_residual:
@@ -608,6 +610,7 @@ class LayerActivations:
     later_long: Size | None = None
     largest_long: Size | None = None
     transients: tuple[tuple[Size, Size], ...] = ()  # a later layer's forward moments (Trace.transient)
+    attention_freed: Size = Size()  # what the top layer has freed when its attention's backward starts
 
     def at(self, seq_len: int) -> tuple[Size, Size, Size]:
         """(layer 0, later layers summed, the largest later layer) for sequences of ``seq_len``."""
@@ -667,13 +670,17 @@ def activation_forms(shape: ModelShape, setup: TrainingSetup) -> LayerActivation
     for size in top.kept.values():
         kept = kept + size
     windows = [k.window for k in kinds if k.attention in (SLIDING, CHUNKED) and k.window]
+    freed = top.total() - top.attention_saved     # the MLP side, the post-attention norm, a block's output
+    if setup.attention == "eager" and top.a != 4 and shape.softmax_fp32:
+        freed = freed + Size(score=top.a)         # and the probabilities' cast, read by probs @ v's backward
     out = LayerActivations(first=first, later=later, largest=largest,
-                           checkpoint=Size(token=shape.hidden_size * r) + kept, transients=transients)
+                           checkpoint=Size(token=shape.hidden_size * r) + kept, transients=transients,
+                           attention_freed=freed)
     if windows:
         first_l, later_l, largest_l = forms(True)
         out = LayerActivations(first=first, later=later, largest=largest, checkpoint=out.checkpoint,
                                window=min(windows), first_long=first_l, later_long=later_l, largest_long=largest_l,
-                               transients=transients)
+                               transients=transients, attention_freed=freed)
     return out
 
 
@@ -691,6 +698,17 @@ def layer_backward_temporaries(shape: ModelShape, setup: TrainingSetup) -> tuple
     else:
         temps = Size(token=a * ((3 if shape.activation == "gelu_new" else 2) * i + h))
     return setup.method.layer_backward_temporaries(shape, setup, temps)
+
+
+def attention_backward_temporaries(shape: ModelShape, setup: TrainingSetup) -> Size | None:
+    """Eager attention's softmax backward, beyond what the layer saved: the probabilities' gradient
+    (upcast to fp32 where the softmax is) and the softmax's own, score-sized, beside the attention
+    output's gradient and its head-split copy (measured on CPU kernels, fp32 and bf16, 512 and 1024
+    tokens: 8 bytes per score with an fp32 softmax, 2 a h per token). None for the fused kernels."""
+    if setup.attention != "eager":
+        return None
+    a = activation_bytes(setup)
+    return Size(token=2 * a * shape.hidden_size, score=8 if shape.softmax_fp32 else 2 * a)
 
 
 def top_layer_freed(shape: ModelShape, setup: TrainingSetup) -> Size:

@@ -42,6 +42,9 @@ class Size:
             self.bmask + other.bmask, self.batch + other.batch,
         )
 
+    def __sub__(self, other: Size) -> Size:
+        return self + other.scaled(-1)
+
     def scaled(self, n: int) -> Size:
         """The form ``n`` times (``n`` layers alike)."""
         return Size(self.token * n, self.score * n, self.mask * n, self.const * n, self.bmask * n, self.batch * n)
