@@ -46,10 +46,52 @@ MODELS = {
     "mistralai/Mistral-7B-v0.1": "mistral-7b-v0.1",
     "mistralai/Mixtral-8x7B-Instruct-v0.1": "mixtral-8x7b",
     "NousResearch/Llama-2-70b-hf": "llama-2-70b",
+    # TheBloke's GPTQ checkpoints of the same architectures (int4, group 128)
+    "TheBloke/Mistral-7B-v0.1-GPTQ": "mistral-7b-v0.1",
+    "TheBloke/Mixtral-8x7B-Instruct-v0.1-GPTQ": "mixtral-8x7b",
+    "TheBloke/Llama-2-70B-GPTQ": "llama-2-70b",
 }
 GPUS = {"NVIDIA L40S 48GB": "l40s", "A100 80GB": "a100-80"}
 EXPRESSIBLE = {"full": "full", "lora": "lora", "qlora": "qlora", "prefix_tuning": "prefix",
-               "prompt_tuning": "prompt", "p_tuning": "ptuning"}
+               "prompt_tuning": "prompt", "p_tuning": "ptuning", "dora": "dora", "adalora": "adalora",
+               "ia3": "ia3", "llama_adapter (adaption_prompt)": "llama-adapter", "loha": "loha", "lokr": "lokr",
+               "vera": "vera", "oft": "oft", "boft": "boft", "ln_tuning": "ln-tuning",
+               "trainable_tokens": "trainable-tokens", "fourierft": "fourierft", "miss": "miss",
+               "gptq-lora": "lora"}
+
+
+def _note(row: dict[str, str], key: str) -> int | None:
+    m = re.search(rf"{key}=(\d+)", row["notes"])
+    return int(m.group(1)) if m else None
+
+
+def _rank(row: dict[str, str]) -> dict[str, int]:
+    return {"lora_rank": int(row["lora_r"])} if row["lora_r"].strip() else {}
+
+
+# a MetaMathQA row's method settings, from its columns and notes (the experiment's peft config): the rank
+# column is AdaLoRA's target rank (its initial rank, 64, is the experiment's), VeRA's rank, OFT's number
+# of blocks (a block of in / r: Llama-3.2-3B's q and v take 3072) and MiSS's rank
+_PEFT_OPTIONS: dict[str, Any] = {
+    "dora": lambda row, t: {"lora_targets": t, **_rank(row)},
+    "loha": lambda row, t: {"lora_targets": t, **_rank(row)},
+    "lokr": lambda row, t: {"lora_targets": t, **_rank(row)},
+    "miss": lambda row, t: {"lora_targets": t, **_rank(row)},
+    "fourierft": lambda row, t: {"lora_targets": t},
+    "adalora": lambda row, t: {"lora_targets": t, "target_r": int(row["lora_r"]), "init_r": 64},
+    "ia3": lambda row, t: {"ia3_targets": t},
+    "llama-adapter": lambda row, t: {"adapter_len": _note(row, "adapter_len"), "adapter_layers": _note(row, "adapter_layers")},
+    "vera": lambda row, t: {"lora_targets": t, "vera_rank": int(row["lora_r"])},
+    "oft": lambda row, t: {"lora_targets": t, "oft_block_size": 3072 // int(row["lora_r"])},
+    "boft": lambda row, t: {"lora_targets": t, "boft_block_size": _note(row, "boft_block_size")},
+    "ln-tuning": lambda row, t: {},
+    "trainable-tokens": lambda row, t: {"num_token_indices": 2},
+}
+
+
+def _published_trainable(row: dict[str, str]) -> int | None:
+    m = re.search(r"trainable=(\d+)", row["notes"])
+    return int(m.group(1)) if m else None
 
 
 @frozen
@@ -163,10 +205,21 @@ def setup_for(row: dict[str, str]) -> tuple[ModelEntry, TrainingSetup, int, str]
         common = dict(seq_len=768, batch_size=4, precision="bf16", optimizer="adamw", attention="sdpa",
                       device="cuda", grad_ckpt=False, method=method)
         words = "bf16, AdamW, SDPA, 768 x 4, no checkpointing"
-        if "lora_targets" in method.options:
-            targets = tuple(t.strip() for t in row["lora_targets"].split("(")[0].split(","))
+        targets = tuple(t.strip() for t in row["lora_targets"].split("(")[0].split(",") if t.strip())
+        builder = _PEFT_OPTIONS.get(name)
+        if builder is None and "lora_targets" in method.options:
             setup = TrainingSetup(lora_rank=int(row["lora_r"]), lora_targets=targets, **common)
             words = f"r{row['lora_r']} {','.join(targets)}; " + words
+        elif builder is not None:
+            options = builder(row, targets)
+            setup = TrainingSetup(**options, **common)
+            words = ", ".join(f"{k.replace('_', '-')} {','.join(v) if isinstance(v, tuple) else v}"
+                              for k, v in options.items()) + ("; " if options else "") + words
+            published = _published_trainable(row)
+            planned = estimate(model, setup).trainable_params
+            if published is not None and abs(planned - published) > published // 100_000:   # 0.001%
+                return (f"its settings do not reproduce its {published:,} trainable parameters (planned "
+                        f"{planned:,}): a method setting it leaves out")
         elif "num_virtual_tokens" in method.options:
             vt = int(re.search(r"num_virtual_tokens=(\d+)", notes).group(1))
             setup = TrainingSetup(num_virtual_tokens=vt, **common)
@@ -191,6 +244,8 @@ def setup_for(row: dict[str, str]) -> tuple[ModelEntry, TrainingSetup, int, str]
             # runs peft's fp32 upcast of the parameters that are not 4-bit
             plugin = "accelerated-peft-bnb" in notes
             extra = {"double_quant": "double quant" in row["quant"], "kbit_upcast": not (plugin or gpus > 1)}
+        if row["method"] == "gptq-lora":
+            extra = {"base": "gptq-int4"}      # LoRA on the GPTQ checkpoint's int4 linears (auto-gptq's kernels)
         setup = TrainingSetup(lora_rank=int(row["lora_r"]), lora_targets=targets, lora_dropout=0.1, **common, **extra)
         fc = re.search(r"framework_config=([\w-]+)", notes)
         words = f"r{row['lora_r']} q,k,v,o; " + words + (f"; {fc.group(1)}" if fc and method.quantized_base else "")

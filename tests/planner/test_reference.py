@@ -22,6 +22,13 @@ OFF = {
     "FMS-A100-27": "santacoder, as FMS-A100-01",
     "FMS-A100-23": "Llama-2-70B QLoRA under FSDP x2 is 21% low: FSDP's own buffers (root unit, prefetch, reduce-scatter) are not modelled yet",
     "FMS-A100-37": "Llama-2-70B QLoRA under FSDP x2, as FMS-A100-23 (25% low)",
+    "FMS-A100-47": "Llama-2-70B LoRA on the GPTQ int4 checkpoint under FSDP x2, as FMS-A100-23 (21% low)",
+}
+# PEFT MetaMathQA rows of the methods beyond the seeds still outside 5% (cause not found yet)
+PEFT_OFF = {
+    "PEFT-MMQA-08": "AdaLoRA +5.2%: the planner keeps more of the SVD triplets' step than the run shows",
+    "PEFT-MMQA-20": "BOFT +8.1%: the butterfly factors' forward and backward hold less than the planner's "
+                    "three weight-sized products",
 }
 
 
@@ -31,10 +38,20 @@ def test_median_error_within_5_percent():
     assert statistics.median(errors) <= 5.0
 
 
-def test_peft_rows_all_within_5_percent():
+def test_every_method_of_the_metamathqa_runs_is_planned():
     peft = [c for c in COMPARISONS if c.source == "PEFT"]
-    assert len(peft) == 9
-    assert all(abs(c.error_percent) <= 5.0 for c in peft), [(c.id, c.error_percent) for c in peft]
+    assert len(peft) == 21          # the seven seeds' 9 rows and 12 of the other methods' 18
+    assert {c.method for c in peft} >= {"dora", "ia3", "vera", "loha", "oft", "boft", "adalora", "ln-tuning",
+                                        "trainable-tokens", "fourierft", "miss", "llama-adapter"}
+
+
+@pytest.mark.parametrize(
+    "comparison",
+    [pytest.param(c, id=c.id, marks=[pytest.mark.xfail(strict=True, reason=PEFT_OFF[c.id])] if c.id in PEFT_OFF
+                  else []) for c in COMPARISONS if c.source == "PEFT"],
+)
+def test_peft_rows_within_5_percent(comparison):
+    assert abs(comparison.error_percent) <= 5.0, (comparison.settings, comparison.error_percent)
 
 
 @pytest.mark.parametrize(
@@ -47,8 +64,8 @@ def test_row_within_12_percent(comparison):
 
 
 def test_skipped_rows_name_their_reason():
-    assert len(SKIPPED) == 28
-    assert all("not one the planner models" in why for _, why in SKIPPED)
+    assert len(SKIPPED) == 6
+    assert all("not one the planner models" in why or "do not reproduce its" in why for _, why in SKIPPED)
 
 
 # ---- the training stacks' published rows (data/reference/published_memory_stacks.csv) ------------
