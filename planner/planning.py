@@ -291,6 +291,7 @@ class _Planner:
             "adapter_dtype": str(self._v("adapter_dtype")).strip().lower(),
             "lora_alpha": alpha, "modules_to_save": _modules(self._v("modules_to_save")),
             "packing": str(self._v("packing")).strip().lower(),
+            "grad_accum": self._v("grad_accum"),
         }
 
     def _placement(self) -> Placement | None:
@@ -302,11 +303,16 @@ class _Planner:
             raise PlanError(f"gpus-per-node must be positive, got {per_node}")
         if sharding == "ddp" and offload != "none":
             raise PlanError("DDP keeps everything on the GPU; offloading needs --sharding zero1, zero2, zero3 or fsdp")
+        placement = None
         if gpus > 1 or sharding not in ("auto", "none") or offload != "none":
             if sharding == "auto":
                 sharding = "fsdp" if gpus > 1 else "none"
-            return Placement(sharding, gpus, per_node, offload)
-        return None
+            placement = Placement(sharding, gpus, per_node, offload)
+        accum = self._v("grad_accum")
+        if accum != 1 and (placement is None or placement.strategy not in ("fsdp", "fsdp1", "hybrid")):
+            self.notes.append(f"--grad-accum {accum}: the peak is one micro batch's; accumulation changes it only "
+                              "under FSDP (unsharded gradients), not here")
+        return placement
 
     def _checkpoint_value(self, model: ModelEntry, methods: list[Method]):
         """``Request.value``, with a pre-quantized checkpoint's storage as the default ``base`` of the

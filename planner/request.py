@@ -86,6 +86,7 @@ DEFAULTS: dict[str, Any] = {
     "lora_alpha": None,          # 2 x rank
     "modules_to_save": "",
     "packing": "none",
+    "grad_accum": 1,
 }
 
 # defaults that the output lists as assumed when the user did not choose them: (words, option)
@@ -203,6 +204,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("lora_alpha", "int", "LoRA alpha (scaling only: no memory) [default: 2 x rank].", "A"),
     Option("modules_to_save", "str", "Base modules trained as full copies beside LoRA: lm_head, embed_tokens "
                                      "[default: none].", "M"),
+    Option("grad_accum", "int", "Micro batches accumulated per optimizer step: under FSDP they accumulate "
+                                "unsharded gradients (no_sync) [default: 1].", "N"),
     Option("packing", "str", "none (batches padded to the longest: --seq-len is that length), packed (rows of "
                              "--seq-len packed sequences) or padding-free (one row, flash attention) [default: none].",
            "P"),
@@ -290,6 +293,7 @@ class Request:
     lora_alpha: int | None = None
     modules_to_save: str | None = None
     packing: str | None = None
+    grad_accum: int | None = None
 
     @classmethod
     def of(cls, **options: Any) -> Request:

@@ -128,6 +128,7 @@ class TrainingSetup:
     activation_offload: bool = False     # checkpointed layer inputs to pinned host memory (torchtune, TRL, axolotl)
     adapter_dtype: str = "fp32"      # LoRA weights: peft's fp32 upcast, or the model's dtype (torchtune, LitGPT)
     lora_alpha: int | None = None    # no memory: peft's scaling (None: 2 x rank, as the validator builds it)
+    grad_accum: int = 1              # micro batches per optimizer step (FSDP keeps their gradients unsharded)
     modules_to_save: tuple[str, ...] = ()  # base modules trained as full copies (peft's ModulesToSaveWrapper)
     packing: str = "none"            # PACKINGS: pad to the longest, packed rows, or one padding-free row
     # ---- options of the other peft methods, under peft's names (each read by the methods naming
@@ -229,6 +230,8 @@ class TrainingSetup:
         for name in self.modules_to_save:
             if name not in MODULES_TO_SAVE:
                 raise unknown_choice("module to save", name, MODULES_TO_SAVE)
+        if isinstance(self.grad_accum, bool) or not isinstance(self.grad_accum, int) or not 0 < self.grad_accum <= 1_000_000:
+            raise PlanError(f"grad-accum must be a whole number from 1 to 1000000, got {self.grad_accum!r}")
         if self.lora_alpha is not None and (isinstance(self.lora_alpha, bool) or not isinstance(self.lora_alpha, int)
                                             or not 0 < self.lora_alpha <= MAX_RANK):
             raise PlanError(f"lora-alpha must be a whole number from 1 to {MAX_RANK}, got {self.lora_alpha!r}")

@@ -12,7 +12,16 @@ that share it (ZeRO semantics, DeepSpeed docs "ZeRO" and PyTorch FSDP):
   too); each GPU holds two gathered layers (the one computing and the one prefetched) in the
   weights' storage, and the root unit (embeddings, final norm, head), which FSDP does not reshard
   between forward and backward, plus one layer's unsharded gradients before the reduce-scatter.
+- ``fsdp1``: as ``fsdp``, by FSDP1's flat parameters, one per decoder layer (the transformer-layer wrap
+  policy of accelerate and Lightning Fabric, ``use_orig_params=True``): a layer that trains any of its
+  tensors (LoRA inside a wrapped layer) has a gradient for the whole flat parameter, frozen weights
+  included. peft's own wrap policy (adapters in units of their own) is ``fsdp``.
 - ``hybrid`` (FSDP hybrid shard / ZeRO++ hpZ): full sharding within a node, replication across.
+
+Gradient accumulation (``TrainingSetup.grad_accum`` > 1) under FSDP (``fsdp``, ``fsdp1``, ``hybrid``)
+runs the micro batches under ``no_sync`` (accelerate's and Fabric's default; FSDP2's
+``set_requires_gradient_sync(False)``): the gradients accumulate unsharded (torch's
+``FullyShardedDataParallel.no_sync`` docstring). DeepSpeed's ZeRO accumulates partitioned gradients.
 
 Offload (DeepSpeed ZeRO-Offload and ZeRO-Infinity, FSDP CPUOffload), on one GPU too:
 ``optimizer`` moves the optimizer states, the step and the gradients (an fp32 copy, reduced bucket
@@ -41,11 +50,13 @@ TYPE_CHECKING = False  # typing is not imported at run time: the cold start
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any
 
-STRATEGIES = ("none", "ddp", "zero1", "zero2", "zero3", "fsdp", "hybrid")
+STRATEGIES = ("none", "ddp", "zero1", "zero2", "zero3", "fsdp", "fsdp1", "hybrid")
+SEARCHED = tuple(x for x in STRATEGIES if x != "fsdp1")   # fsdp1 is never better than fsdp: asked for only
 OFFLOADS = ("none", "optimizer", "params")
 DEFAULT_GPUS_PER_NODE = 8
 MAX_GPUS = 100_000
-_SHARDS_WEIGHTS = ("zero3", "fsdp", "hybrid")
+_SHARDS_WEIGHTS = ("zero3", "fsdp", "fsdp1", "hybrid")
+_NO_SYNC = ("fsdp", "fsdp1", "hybrid")     # gradient accumulation under no_sync keeps unsharded gradients
 _SHARDS_GRADIENTS = ("zero2",) + _SHARDS_WEIGHTS
 _SHARDS_STATES = ("zero1",) + _SHARDS_GRADIENTS
 DESCRIPTIONS = {
@@ -55,6 +66,7 @@ DESCRIPTIONS = {
     "zero2": "optimizer states and gradients sharded (ZeRO-2)",
     "zero3": "weights, gradients and optimizer states fully sharded (ZeRO-3)",
     "fsdp": "weights, gradients and optimizer states fully sharded (FSDP full shard)",
+    "fsdp1": "fully sharded by FSDP1's flat parameters, one per decoder layer (frozen and trained weights together)",
     "hybrid": "fully sharded within a node, replicated across nodes (FSDP hybrid shard)",
 }
 
@@ -139,6 +151,21 @@ class Spread:
         self.layer_g = sum(g.data_bytes() for g in per_layer if g.trainable) // L
         self.root = sum(g.data_bytes() for g in groups if not g.per_layer(L) and not g.added)
         self.fp32_grads = 4 * sum(g.elements for g in groups if g.trainable)
+        # the gradients a GPU holds, as a multiple of the estimate's: FSDP1's flat parameter of a layer that
+        # trains any of its tensors has a gradient for the whole layer (use_orig_params, frozen weights
+        # included, in the flat parameter's dtype)
+        grads = sum(g.data_bytes() for g in groups if g.trainable)
+        self.g_scale = 1.0
+        if strategy == "fsdp1" and grads and not any(g.quant_state_bytes(dq) for g in groups):
+            units: dict[str, list] = {}
+            for g in groups:
+                key = "layers" if g.per_layer(L) else "root"
+                units.setdefault(key, []).append(g)
+            width = max((g.data_bytes() // max(g.elements, 1) for g in groups if not g.added), default=2)
+            flat = sum(width * sum(x.elements for x in unit) for unit in units.values() if any(x.trainable for x in unit))
+            self.g_scale = max(1.0, flat / grads)
+        # gradient accumulation under FSDP's no_sync: every micro batch's gradients summed unsharded
+        self.unsharded_grads = est.setup.grad_accum > 1 and strategy in _NO_SYNC
         self.cuda = est.setup.device == "cuda"
         self.moments = est.moments
         # the moments as plain integers, for the fast path
@@ -148,8 +175,8 @@ class Spread:
     def _parts(self, n: int) -> tuple[int, int, int]:
         """How many GPUs share the weights, the gradients and the optimizer states."""
         s = min(n, self.gpus_per_node) if self.strategy == "hybrid" else n
-        return (s if self.strategy in _SHARDS_WEIGHTS else 1, s if self.strategy in _SHARDS_GRADIENTS else 1,
-                s if self.strategy in _SHARDS_STATES else 1)
+        s_g = s if self.strategy in _SHARDS_GRADIENTS and not self.unsharded_grads else 1
+        return (s if self.strategy in _SHARDS_WEIGHTS else 1, s_g, s if self.strategy in _SHARDS_STATES else 1)
 
     def per_phase(self, n: int) -> tuple[dict[str, MemoryBreakdown], int]:
         """Every phase's bytes per GPU on ``n`` GPUs, and the host bytes per GPU at their worst."""
@@ -164,7 +191,7 @@ class Spread:
         host = 0
         for phase, b in self.moments:
             weights, quant = _ceil(b.weights, s_w), _ceil(b.quantization_state, s_w)
-            grads = _ceil(b.gradients, s_g) * (2 if self.strategy == "ddp" else 1)
+            grads = _ceil(int(b.gradients * self.g_scale), s_g) * (2 if self.strategy == "ddp" else 1)
             states = _ceil(b.optimizer_states, s_o)
             temps = _ceil(b.temporaries, s_o) if phase == "optimizer" else b.temporaries
             phase_host = 0
@@ -195,10 +222,11 @@ class Spread:
         off, params = self.offload != "none", self.offload == "params"
         extra = (2 * self.layer_w + self.root if s_w > 1 or params else 0) + (self.layer_g if s_g > 1 and not off else 0)
         ddp = 2 if self.strategy == "ddp" else 1
+        g_scale = self.g_scale
         bucket = self.layer_g
         best = 0
         for is_opt, w, q, g, st, al, t in self._rows:
-            w, q, g, st = -(-w // s_w), -(-q // s_w), -(-g // s_g) * ddp, -(-st // s_o)
+            w, q, g, st = -(-w // s_w), -(-q // s_w), -(-int(g * g_scale) // s_g) * ddp, -(-st // s_o)
             if is_opt:
                 t = -(-t // s_o)
             if off:
@@ -255,7 +283,7 @@ def options(est: Estimate, budget: int, gpus_per_node: int = DEFAULT_GPUS_PER_NO
     """For every strategy and offload, the fewest GPUs that hold the step; best first (no offload,
     then fewest GPUs)."""
     found = []
-    for strategy in STRATEGIES:
+    for strategy in SEARCHED:
         for offload in OFFLOADS:
             result = fewest_gpus(est, strategy, offload, budget, gpus_per_node)
             if result is not None:

@@ -32,7 +32,7 @@ from fitplan.setup import MAX_BATCH, MAX_SEQ_LEN, TrainingSetup
 from fitplan.sharding import (
     DEFAULT_GPUS_PER_NODE,
     OFFLOADS,
-    STRATEGIES,
+    SEARCHED,
     Placement,
     ShardedPeak,
     Spread,
@@ -108,7 +108,7 @@ def _best_for_gpu(model: ModelEntry, variants: list[TrainingSetup], gpu: GPU, ov
             found = [f for f in found if f.peak_bytes <= budget]
         else:
             found = []
-            for strategy in STRATEGIES:
+            for strategy in SEARCHED:
                 for offload in OFFLOADS:
                     if offload == "params" and strategy in ("ddp", "zero1", "zero2"):
                         continue

@@ -159,3 +159,44 @@ def test_the_fast_per_gpu_peak_equals_the_full_breakdown(name, method, ckpt, str
     assert spread.peak(n) == spread.at(n).peak_bytes
     if n >= 2:   # (from one GPU to two, sharding adds gathered layers and buckets)
         assert spread.peak(n + 1) <= spread.peak(n)      # more GPUs never hold more per GPU
+
+
+# ---- FSDP1's flat parameters and gradient accumulation under no_sync ---------------------------------
+def _lora(**kw):
+    return estimate(LLAMA_8B, TrainingSetup(method="lora", lora_targets=("q_proj", "v_proj"), grad_ckpt=True,
+                                            adapter_dtype="bf16", **kw))
+
+
+def test_fsdp1_full_fine_tuning_is_fsdp():
+    est = _full()
+    for n in (2, 8):
+        assert per_gpu(est, Placement("fsdp1", n)).peak_bytes == per_gpu(est, Placement("fsdp", n)).peak_bytes
+
+
+def test_fsdp1_lora_has_a_gradient_for_every_wrapped_layer_whole():
+    """A decoder layer's flat parameter holds its frozen weights and its LoRA weights: its gradient is the
+    layer's size (bf16), where FSDP2 (per parameter) has only the adapters'."""
+    est = _lora()
+    one = per_gpu(est, Placement("fsdp1", 4)).phases["optimizer"].gradients
+    two = per_gpu(est, Placement("fsdp", 4)).phases["optimizer"].gradients
+    layers = sum(g.elements for g in est.groups if g.per_layer(LLAMA_8B.shape.num_layers))
+    assert one == -(-(2 * layers) // 4) and two < one / 100
+
+
+def test_gradient_accumulation_under_fsdp_keeps_the_gradients_unsharded():
+    est, acc = _full(), _full(grad_accum=8)
+    for strategy in ("fsdp", "fsdp1", "hybrid"):
+        g = per_gpu(acc, Placement(strategy, 8)).phases["optimizer"].gradients
+        assert g == est.peak.gradients == per_gpu(est, Placement(strategy, 1 if strategy == "none" else 8)).phases[
+            "optimizer"].gradients * 8
+    # DeepSpeed's ZeRO accumulates partitioned gradients
+    assert per_gpu(acc, Placement("zero2", 8)).peak_bytes == per_gpu(est, Placement("zero2", 8)).peak_bytes
+
+
+def test_grad_accum_without_fsdp_is_said_to_change_nothing():
+    import fitplan
+
+    p = fitplan.plan(model="llama-3.1-8b", method="lora", grad_accum=4)
+    assert any(n.startswith("--grad-accum 4: the peak is one micro batch's") for n in p.notes)
+    q = fitplan.plan(model="llama-3.1-8b", method="lora")
+    assert p.method.estimate.peak_bytes == q.method.estimate.peak_bytes
