@@ -194,8 +194,8 @@ class Template:
                                              + self.tied_extra + self.early_gradients, 0]))
                 if attn is not None:
                     # the recomputed layer's attention backward: its MLP side already freed
-                    moments.append(("backward", [W, Q, grads, S, held, 0, later - freed + attn + self.tied_extra
-                                                 + self.early_gradients, 0]))
+                    moments.append(("backward", [W, Q, grads, S, held, 0, max(later - freed, 0) + attn
+                                                 + self.tied_extra + self.early_gradients, 0]))
                 for before, alive in transients:
                     # the recomputed layer's forward at a method's temporaries: its own gradients not
                     # yet made, its input already held as the checkpoint
@@ -211,7 +211,7 @@ class Template:
             if attn is not None:
                 # the top layer's attention backward: its MLP side freed, the MLP's gradients made
                 moments.append(("backward", [W, Q, self.head_gradients + max(self.top_gradients, self.mlp_gradients), S,
-                                             A - self.head_saved.bytes(*c) - freed, 0,
+                                             max(A - self.head_saved.bytes(*c) - freed, 0), 0,
                                              attn + self.tied_extra + self.early_gradients, 0]))
         moments.append(("backward", [W, Q, G, S, 0, 0, self.tied_extra, 0]))
         moments.append(("optimizer", [W, Q, G, S, 0, 0, self.optimizer_temporaries, 0]))
