@@ -229,26 +229,38 @@ def _gpu_from(raw: Any, path: str | os.PathLike) -> GPU:
     return GPU(**{**raw, "sources": tuple(raw["sources"])})
 
 
+@lru_cache(maxsize=None)
+def _gpu_file(file: str) -> GPU:
+    path = _data("gpus", file)
+    return _gpu_from(_read_json(path, "GPU file"), path)
+
+
 @lru_cache(maxsize=1)
 def gpu_catalog() -> dict[str, GPU]:
-    folder = _data("gpus")
     out = {}
-    for name in sorted(os.listdir(folder)):
+    for name in sorted(os.listdir(_data("gpus"))):
         if not name.endswith(".json") or name == "aliases.json":
             continue
-        path = os.path.join(folder, name)
-        gpu = _gpu_from(_read_json(path, "GPU file"), path)
+        gpu = _gpu_file(name)
         out[gpu.name] = gpu
     return out
 
 
 @lru_cache(maxsize=1)
-def gpu_aliases() -> dict[str, str]:
+def _alias_targets() -> dict[str, str]:
+    """aliases.json read alone (``gpu_aliases`` checks it against the whole catalog)."""
     path = _data("gpus", "aliases.json")
     raw = _read_json(path, "GPU aliases")
     aliases = raw.get("aliases") if isinstance(raw, dict) else None
     if not isinstance(aliases, dict):
         raise PlanError(f"GPU aliases {path}: needs an object 'aliases'")
+    return aliases
+
+
+@lru_cache(maxsize=1)
+def gpu_aliases() -> dict[str, str]:
+    path = _data("gpus", "aliases.json")
+    aliases = _alias_targets()
     catalog = gpu_catalog()
     for alias, target in aliases.items():
         if alias in catalog:
@@ -265,6 +277,12 @@ def resolve_gpu(name: str) -> GPU:
         PlanError: an unknown name, with close matches and the list.
     """
     key = str(name).strip().lower()
+    # the one file a catalog name or alias names, read alone (the cold start); the whole catalog otherwise
+    target = _alias_targets().get(key, key)
+    if target.replace("-", "").isalnum() and target != "aliases" and os.path.isfile(_data("gpus", f"{target}.json")):
+        gpu = _gpu_file(f"{target}.json")
+        if gpu.name == target:
+            return gpu
     catalog = gpu_catalog()
     key = gpu_aliases().get(key, key)
     if key not in catalog:

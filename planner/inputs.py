@@ -74,19 +74,17 @@ def _reject_constant(name: str) -> Any:
 
 def depth(value: Any) -> int:
     """How deeply a parsed JSON value nests (a scalar is 0), without recursion."""
+    if not isinstance(value, (dict, list)):
+        return 0
     deepest, stack = 0, [(value, 1)]
     while stack:
         item, level = stack.pop()
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, level)
-        if level > MAX_DEPTH:
-            return level
-        stack.extend((c, level + 1) for c in children)
+        if level > deepest:
+            deepest = level
+            if level > MAX_DEPTH:
+                return level
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend([(c, level + 1) for c in children if isinstance(c, (dict, list))])
     return deepest
 
 
@@ -100,7 +98,8 @@ def parse_json(text: str, what: str, where: str) -> Any:
         raise PlanError(f"{what} {where}: nested deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:
         raise PlanError(f"{what} {where}: not valid JSON ({exc})") from None
-    if depth(value) > MAX_DEPTH:
+    # a document with fewer brackets than the limit cannot nest beyond it (counting is far cheaper)
+    if text.count("{") + text.count("[") > MAX_DEPTH and depth(value) > MAX_DEPTH:
         raise PlanError(f"{what} {where}: nested deeper than {MAX_DEPTH} levels")
     return value
 

@@ -19,7 +19,6 @@ from fitplan.memory.overhead import DEFAULT_OVERHEAD, Overhead
 from fitplan.methods import METHOD_OPTIONS, NAMES, REGISTRY, SEEDS, Method
 from fitplan.methods.lora import target_matrices
 from fitplan.optimizers import NAMES as OPTIMIZERS
-from fitplan.parallel import ENGINES, SCHEDULES, Layout, per_rank
 from fitplan.request import Request
 from fitplan.result import MethodResult, Plan, Training
 from fitplan.setup import (
@@ -35,6 +34,9 @@ from fitplan.sharding import OFFLOADS, STRATEGIES, Placement, Spread, per_gpu
 TYPE_CHECKING = False  # typing is not imported at run time: the cold start
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any
+
+    # imported where model parallelism is asked for (the cold start)
+    from fitplan.parallel import Layout
 
 FLASH_MIN_CAPABILITY = (8, 0)   # FlashAttention 2: Ampere or newer
 
@@ -111,10 +113,10 @@ class _Planner:
     def _conflicts(self, methods: list[Method]) -> None:
         """Refuse every option the request gives that nothing would honour."""
         r = self.r
-        users = {o: [m.name for m in REGISTRY.values() if o in m.options] for o in METHOD_OPTIONS}
         for option in METHOD_OPTIONS:
             if r.given(option) and not any(option in m.options for m in methods):
-                raise PlanError(f"{_flag(option)} applies to {', '.join(users[option])}; "
+                users = [m.name for m in REGISTRY.values() if option in m.options]
+                raise PlanError(f"{_flag(option)} applies to {', '.join(users)}; "
                                 f"--method {methods[0].name} does not use it")
         suggest = bool(r.value("suggest"))
         if r.given("mfu") and r.tokens is None:
@@ -353,6 +355,7 @@ class _Planner:
             raise PlanError("--sequence-parallel splits what tensor parallelism leaves whole; give --tensor-parallel T")
         if all(v == 1 for v in degrees.values()):
             return None
+        from fitplan.parallel import ENGINES, SCHEDULES, Layout
         gpus = r.value("gpus")
         model_ranks = degrees["tensor_parallel"] * pp * degrees["context_parallel"]
         if gpus % model_ranks:
@@ -396,6 +399,8 @@ class _Planner:
         parallel = None
         if layout is not None:
             try:
+                from fitplan.parallel import per_rank
+
                 parallel = per_rank(est, layout)
             except PlanError as exc:
                 return MethodResult(m, None, error=str(exc))

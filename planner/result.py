@@ -17,7 +17,6 @@ from fitplan.estimate import PHASES, Estimate
 from fitplan.frozen import frozen
 from fitplan.lifecycle import Peaks, peaks
 from fitplan.methods import Method
-from fitplan.parallel import RankPeak
 from fitplan.recommend import Recommendation
 from fitplan.request import Request
 from fitplan.setup import TrainingSetup
@@ -27,6 +26,9 @@ from fitplan.suggest import Suggestion
 TYPE_CHECKING = False  # typing is not imported at run time: the cold start
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any
+
+    # imported where model parallelism is asked for (the cold start)
+    from fitplan.parallel import RankPeak
 
 
 @frozen

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fitplan.errors import PlanError, unknown_choice
 from fitplan.frozen import field, fields, frozen, replace
-from fitplan.methods import Method
+from fitplan.methods import METHOD_FIELDS, Method
 from fitplan.methods import method as get_method
 from fitplan.optimizers import NAMES as OPTIMIZERS
 
@@ -21,12 +21,6 @@ QUANTS = ("nf4", "fp4")
 BASES = ("none", "gptq-int4", "gptq-int8", "awq", "hqq", "fp8", "bnb-int8", "nf4", "fp4")
 
 # the options of the peft methods beyond the seeds' (TrainingSetup fields under the request's names)
-METHOD_FIELDS = (
-    "base", "ia3_targets", "vera_rank", "lokr_decompose_both", "lokr_decompose_factor", "oft_block_size",
-    "boft_block_size", "boft_block_num", "boft_n_butterfly_factor", "init_r", "target_r", "num_token_indices",
-    "adapter_len", "adapter_layers", "n_frequency", "waveft_n_frequency", "c3a_block_size", "road_variant",
-    "road_group_size", "gralora_k",
-)
 
 
 def method_fields(value: Any) -> dict[str, Any]:

@@ -631,9 +631,13 @@ def activation_forms(shape: ModelShape, setup: TrainingSetup) -> LayerActivation
     first_kind = kinds[shape.first_kind] if shape.kinds else kinds[0]
     frozen = 0 if setup.checkpointing else method.frozen_layers(shape, setup)
 
+    traced: dict[int, Trace] = {}       # a later layer of each kind, traced with a gradient-needing input
+
     def run(kind: LayerKind, rg: bool, long: bool) -> tuple[Size, bool]:
         t = Trace(shape, setup, beyond_window=long)
         out = t.layer(t.tok(shape.hidden_size, t.r, rg), kind)
+        if rg and not long:
+            traced[id(kind)] = t
         return t.total(), out.rg
 
     def forms(long: bool) -> tuple[Size, Size, Size]:
@@ -663,8 +667,10 @@ def activation_forms(shape: ModelShape, setup: TrainingSetup) -> LayerActivation
 
     r = Trace(shape, setup).r
     first, later, largest = forms(False)
-    top = Trace(shape, setup)                     # the top layer, for a method's forward temporaries
-    top.layer(top.tok(shape.hidden_size, top.r, True), kinds[-1])
+    top = traced.get(id(kinds[-1]))               # the top layer, for a method's forward temporaries
+    if top is None:
+        top = Trace(shape, setup)
+        top.layer(top.tok(shape.hidden_size, top.r, True), kinds[-1])
     transients = tuple(top.transients)
     kept = Size()
     for size in top.kept.values():

@@ -78,3 +78,22 @@ def test_methods_without_conv1d_refuse_gpt2_as_peft_does(name):
     gpt2 = load_preset("gpt2").shape
     with pytest.raises(PlanError, match="Conv1D"):
         REGISTRY[name].trainable_params(gpt2, TrainingSetup(method=name, lora_targets=("q",)))
+
+
+def test_method_options_are_every_methods_options():
+    """The methods beyond the seeds are imported when first named; METHOD_OPTIONS (the seeds' options and
+    the setup's METHOD_FIELDS) must still be what every method reads."""
+    from fitplan.methods import METHOD_OPTIONS
+
+    assert set(METHOD_OPTIONS) == {o for m in REGISTRY.values() for o in m.options}
+
+
+def test_the_main_job_imports_only_the_seed_methods():
+    import subprocess
+    import sys
+
+    code = ("import sys, fitplan; fitplan.plan(model='llama-70b', gpu='a100-80'); "
+            "print(sorted(k.rsplit('.', 1)[1] for k in sys.modules if k.startswith('fitplan.methods.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    loaded = set(eval(out))  # noqa: S307 - our own printed list
+    assert not loaded & {"dora", "ia3", "vera", "adalora", "boft", "waveft"}, loaded
