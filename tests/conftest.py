@@ -1,6 +1,16 @@
-"""Shared test set-up: the ``torch`` and ``gpu`` markers' skips."""
+"""Shared test set-up: the ``torch`` and ``gpu`` markers' skips, and a home of the tests' own."""
+
+import os
+import tempfile
 
 import pytest
+
+
+def pytest_configure(config):
+    # calibrations and the generic path's cache go to $FITPLAN_HOME: the tests neither read a developer's
+    # nor leave theirs behind (a test that needs the defaults unsets it with monkeypatch)
+    if "FITPLAN_HOME" not in os.environ:
+        os.environ["FITPLAN_HOME"] = tempfile.mkdtemp(prefix="fitplan-tests-")
 
 
 def _cuda_available() -> bool:
