@@ -63,7 +63,7 @@ def test_counts_outside_the_layers():
 
 
 def test_published_peft_defaults_on_llama_3_2_3b():
-    # peft 0.21.2's own counts at its defaults (r=8), /work/staging/peft_methods results: the meta-device
+    # peft 0.21.2's own counts at its defaults (r=8): the meta-device
     # test in test_counts.py checks them against peft itself
     shape = load_preset("llama-3.2-3b").shape
     expect = {"dora": 2_408_448, "ia3": 286_720, "vera": 129_024, "loha": 4_587_520, "lokr": 157_696,
@@ -139,7 +139,7 @@ def test_lora_on_the_head_and_its_file():
 
     shape = load_preset("llama-3.2-3b").shape
     both = TrainingSetup(method="lora", lora_rank=8, lora_targets=("q", "v", "lm_head"))
-    # q,v as before plus r (h + V) on the head (peft's count, /work/staging/peft_methods: 3,344,384)
+    # q,v as before plus r (h + V) on the head (peft's count on the meta device: 3,344,384)
     assert REGISTRY["lora"].trainable_params(shape, both) == 3_344_384
     entry = load_preset("llama-3.2-3b")
     qv = estimate(entry, both.with_(lora_targets=("q", "v")))
