@@ -157,8 +157,9 @@ class Template:
         fwd_tr += self.forward_held.bytes(*c)
         bwd_tr = bwd_loss + self.early_gradients
         W, Q, G, S = self.weights, self.quant_state, self.gradients, self.optimizer_states
-        attn = self.attention_temps.bytes(*c) if self.attention_temps is not None else None
-        freed = self.forms.attention_freed.bytes(*c)
+        attn = freed = None         # eager attention's softmax backward, and what its layer has freed by then
+        if self.attention_temps is not None:
+            attn, freed = self.attention_temps.bytes(*c), self.forms.attention_freed.bytes(*c)
         moments = [("forward", [W, Q, 0, S, A, loss, fwd_tr, 0]), ("backward", [W, Q, 0, S, A, loss, bwd_tr, 0])]
         head_bwd = self.head_backward.bytes(*c)
         if head_bwd:

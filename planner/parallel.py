@@ -265,7 +265,7 @@ class Ranks:
         mega = lay.megatron
         # Megatron's vocab_parallel_cross_entropy: the logits and one fp32 copy it works on in place
         # (tensor_parallel/cross_entropy.py), whatever --loss says
-        mega_loss = T * shape.vocab_size * (a + 4) / t
+        mega_loss = T * shape.vocab_size * (a + (4 if a != 4 else 0)) / t
 
         best: RankPeak | None = None
         by_stage: dict[str, int] = {}

@@ -56,7 +56,7 @@ OFFLOADS = ("none", "optimizer", "params")
 DEFAULT_GPUS_PER_NODE = 8
 MAX_GPUS = 100_000
 _SHARDS_WEIGHTS = ("zero3", "fsdp", "fsdp1", "hybrid")
-_NO_SYNC = ("fsdp", "fsdp1", "hybrid")     # gradient accumulation under no_sync keeps unsharded gradients
+NO_SYNC = ("fsdp", "fsdp1", "hybrid")      # gradient accumulation under no_sync keeps unsharded gradients
 _SHARDS_GRADIENTS = ("zero2",) + _SHARDS_WEIGHTS
 _SHARDS_STATES = ("zero1",) + _SHARDS_GRADIENTS
 DESCRIPTIONS = {
@@ -165,7 +165,7 @@ class Spread:
             flat = sum(width * sum(x.elements for x in unit) for unit in units.values() if any(x.trainable for x in unit))
             self.g_scale = max(1.0, flat / grads)
         # gradient accumulation under FSDP's no_sync: every micro batch's gradients summed unsharded
-        self.unsharded_grads = est.setup.grad_accum > 1 and strategy in _NO_SYNC
+        self.unsharded_grads = est.setup.grad_accum > 1 and strategy in NO_SYNC
         self.cuda = est.setup.device == "cuda"
         self.moments = est.moments
         # the moments as plain integers, for the fast path

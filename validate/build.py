@@ -53,7 +53,30 @@ def enable_checkpointing(model: nn.Module) -> None:
 
 def apply_method(model: nn.Module, shape: ModelShape, setup: TrainingSetup) -> nn.Module:
     """Make the method's parameters trainable (and only those), adding adapters where it has them."""
-    return setup.method.build(model, shape, setup)
+    return cast_adapters(setup.method.build(model, shape, setup), setup)
+
+
+def cast_adapters(model: nn.Module, setup: TrainingSetup) -> nn.Module:
+    """The model with its LoRA weights in ``--adapter-dtype`` (as TRL casts a quantized model's,
+    ``trl/trainer/sft_trainer.py`` 908-911; peft then casts each adapter's input to it)."""
+    if setup.adapter_storage == "fp32":
+        return model
+    target = torch_dtype(setup.adapter_storage)
+    for name, p in model.named_parameters():
+        if p.requires_grad and "lora_" in name:
+            p.data = p.data.to(target)
+    return model
+
+
+def bnb_config(spec: dict[str, Any]) -> Any:
+    """transformers' ``BitsAndBytesConfig`` for a method's ``quantization_config`` settings."""
+    from transformers import BitsAndBytesConfig
+
+    if spec["bits"] == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=spec["quant_type"],
+                              bnb_4bit_use_double_quant=spec["double_quant"],
+                              bnb_4bit_compute_dtype=torch_dtype(spec["compute_dtype"]))
 
 
 _SAVED: dict[tuple[str, str], tempfile.TemporaryDirectory] = {}
@@ -84,7 +107,7 @@ def build_real(raw: dict[str, Any], shape: ModelShape, setup: TrainingSetup, dev
         folder = _saved_random_model(raw, cfg, compute)
         model = AutoModelForCausalLM.from_pretrained(
             folder, dtype=compute, attn_implementation=setup.attention,
-            device_map={"": device} if device == "cuda" else None, quantization_config=quantization,
+            device_map={"": device} if device == "cuda" else None, quantization_config=bnb_config(quantization),
         )
     else:
         with torch.device(device):

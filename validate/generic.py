@@ -944,7 +944,7 @@ def _peft_view(shape: ModelShape) -> ModelShape:
 
 def _apply(model: Any, shape: ModelShape, setup: Any, task: str) -> Any:
     """The method applied; a peft config written for causal LMs gets the model's own task type."""
-    from fitplan.validate.build import apply_method, enable_checkpointing
+    from fitplan.validate.build import apply_method, cast_adapters, enable_checkpointing
 
     shape = _peft_view(shape)
     method = setup.method
@@ -959,7 +959,7 @@ def _apply(model: Any, shape: ModelShape, setup: Any, task: str) -> Any:
             if setup.checkpointing:
                 enable_checkpointing(model)
             config.task_type = _PEFT_TASK[task]
-            return peft.get_peft_model(model, config)
+            return cast_adapters(peft.get_peft_model(model, config), setup)
     try:
         return apply_method(model, shape, setup)
     except ImportError:
@@ -1561,10 +1561,9 @@ def planner_shape(raw: Mapping[str, Any], name: str) -> ModelShape:
                             f"{transformers.__version__}")
         with _quiet():
             shape = generic_shape(raw, name)
-        why = untraceable(shape)
-        check = None if why else _check_trace(raw, shape)
+        check = None if untraceable(shape) else _check_trace(raw, shape)
         _write_json(path, {"schema": CACHE_SCHEMA, "shape": _shape_to_json(shape), "check": check})
-    why = untraceable(shape)
+    why = untraceable(shape)       # a cached shape is checked again: the rules may have changed since
     if why:
         raise PlanError(f"{name}: architecture {raw.get('model_type')!r} has no family reader and transformers "
                         f"builds it, but {why}: the planner's trace cannot follow it. Measure it on fake tensors "

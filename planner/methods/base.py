@@ -292,7 +292,9 @@ class Method:
         return None
 
     def quantization_config(self, setup: TrainingSetup) -> Any:
-        """The transformers quantization config the base is loaded with, or None."""
+        """The bitsandbytes settings the validator loads the base with, or None: ``{"bits": 4, "quant_type",
+        "double_quant", "compute_dtype"}`` or ``{"bits": 8}`` (``fitplan.validate.build`` makes the
+        transformers config: the planner never imports torch)."""
         return None
 
     def build(self, model: Any, shape: ModelShape, setup: TrainingSetup) -> Any:

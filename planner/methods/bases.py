@@ -76,22 +76,22 @@ def note(base: QuantizedBase) -> str:
             "so the bytes are not checked against the library")
 
 
-def quantization_config(base: QuantizedBase, setup: TrainingSetup) -> Any:
-    """The transformers quantization config the validator loads the base with (bitsandbytes only).
+def four_bit(quant: str, setup: TrainingSetup) -> dict[str, Any]:
+    """bitsandbytes' 4-bit loading settings (``Method.quantization_config``'s form)."""
+    return {"bits": 4, "quant_type": quant, "double_quant": setup.double_quant, "compute_dtype": setup.compute_dtype}
+
+
+def quantization_config(base: QuantizedBase, setup: TrainingSetup) -> dict[str, Any]:
+    """The bitsandbytes settings the validator loads the base with (bitsandbytes bases only).
 
     Raises:
         PlanError: a base whose library does not run here.
     """
-    import torch
-    from fitplan.dtypes import dtype
     from fitplan.errors import PlanError
-    from transformers import BitsAndBytesConfig
 
     if not base.runs_here:
         raise PlanError(f"--base {base.name} cannot be loaded here (its kernels do not install on a CPU machine); "
                         "the planner's figures for it are from the documented layout")
-    compute = getattr(torch, dtype(setup.compute_dtype).torch_name)
     if base.name == "bnb-int8":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=base.name,
-                              bnb_4bit_use_double_quant=setup.double_quant, bnb_4bit_compute_dtype=compute)
+        return {"bits": 8}
+    return four_bit(base.name, setup)

@@ -121,21 +121,6 @@ def adapter_bytes(setup: TrainingSetup) -> int:
     return nbytes(1, setup.adapter_storage)
 
 
-def cast_adapters(model: Any, setup: TrainingSetup) -> Any:
-    """The validator's model with its LoRA weights in ``--adapter-dtype`` (as TRL casts a quantized
-    model's, ``trl/trainer/sft_trainer.py`` 908-911; peft then casts each adapter's input to it)."""
-    if setup.adapter_storage == "fp32":
-        return model
-    import torch
-    from fitplan.dtypes import dtype
-
-    target = getattr(torch, dtype(setup.adapter_storage).torch_name)
-    for name, p in model.named_parameters():
-        if p.requires_grad and "lora_" in name:
-            p.data = p.data.to(target)
-    return model
-
-
 class LoRA(Method):
     name = "lora"
     title = "LoRA"
@@ -365,9 +350,6 @@ class LoRA(Method):
         return self.lora_config(shape, setup)
 
     def build(self, model: Any, shape: ModelShape, setup: TrainingSetup) -> Any:
-        return cast_adapters(self._build(model, shape, setup), setup)
-
-    def _build(self, model: Any, shape: ModelShape, setup: TrainingSetup) -> Any:
         qb = quantized_base(setup)
         if qb is None:
             return super().build(model, shape, setup)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from fitplan.architecture import EXPERT_DOWN, EXPERT_GATE_UP, ROUTER, ModelShape
 from fitplan.memory.forms import Size
 from fitplan.methods.base import StorageOf
+from fitplan.methods.bases import four_bit
 from fitplan.methods.lora import LoRA
 
 TYPE_CHECKING = False  # typing is not imported at run time: the cold start
@@ -83,15 +84,9 @@ class QLoRA(LoRA):
         return dequant_temporaries(shape, setup, gated, 4 if setup.compute_dtype == "fp32" else 2)
 
     def quantization_config(self, setup: TrainingSetup) -> Any:
-        import torch
-        from fitplan.dtypes import dtype
-        from transformers import BitsAndBytesConfig
+        return four_bit(setup.quant, setup)
 
-        compute = getattr(torch, dtype(setup.compute_dtype).torch_name)
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=setup.quant,
-                                  bnb_4bit_use_double_quant=setup.double_quant, bnb_4bit_compute_dtype=compute)
-
-    def _build(self, model: Any, shape: ModelShape, setup: TrainingSetup) -> Any:
+    def build(self, model: Any, shape: ModelShape, setup: TrainingSetup) -> Any:
         import peft
 
         model = peft.prepare_model_for_kbit_training(
