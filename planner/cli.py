@@ -29,6 +29,9 @@ def _click_option(opt: Option, help_text: str | None = None) -> Callable:
         return click.option(f"{flag}/--no-{flag[2:]}", opt.field, default=None, help=text)
     if opt.kind == "flag":
         return click.option(flag, opt.field, is_flag=True, default=False, help=text)
+    if opt.bare is not None:     # the value optional: the option alone means ``bare``
+        return click.option(flag, opt.field, type=_TYPES[opt.kind], default=None, is_flag=False, flag_value=opt.bare,
+                            metavar=f"[{opt.metavar}]", help=text)
     return click.option(flag, opt.field, type=_TYPES[opt.kind], default=None, metavar=opt.metavar, help=text)
 
 

@@ -29,7 +29,7 @@ from fitplan.setup import (
     TrainingSetup,
     method_fields,
 )
-from fitplan.sharding import OFFLOADS, STRATEGIES, Placement, Spread, per_gpu
+from fitplan.sharding import NO_SYNC, OFFLOADS, STRATEGIES, Placement, Spread, per_gpu
 
 TYPE_CHECKING = False  # typing is not imported at run time: the cold start
 if TYPE_CHECKING:  # pragma: no cover
@@ -255,6 +255,12 @@ class _Planner:
             first = next((m for m in methods if m.checkpointing_refused is None), first)
         if grad_ckpt and first.checkpointing_refused and not r.given("grad_ckpt"):
             grad_ckpt = None     # a stack's checkpointing is not asked of a method that refuses it
+        if r.given("activation_offload") and r.activation_offload and not r.given("grad_ckpt") and not grad_ckpt \
+                and not first.checkpointing_default and first.checkpointing_refused is None:
+            # what is offloaded is the checkpointed layer inputs: asking for it, unasked-for checkpointing comes too
+            grad_ckpt = True
+            self.notes.append("gradient checkpointing on: --activation-offload moves the checkpointed layer inputs "
+                              "to host memory (give --no-grad-ckpt to refuse both)")
         setup = TrainingSetup(
             method=first, seq_len=self._sequence(model), batch_size=r.value("batch_size"), precision=precision,
             optimizer=optimizer, grad_ckpt=grad_ckpt, attention=attention, device=device,
@@ -311,7 +317,7 @@ class _Planner:
                 sharding = "fsdp" if gpus > 1 else "none"
             placement = Placement(sharding, gpus, per_node, offload)
         accum = self._v("grad_accum")
-        if accum != 1 and (placement is None or placement.strategy not in ("fsdp", "fsdp1", "hybrid")):
+        if accum != 1 and (placement is None or placement.strategy not in NO_SYNC):
             self.notes.append(f"--grad-accum {accum}: the peak is one micro batch's; accumulation changes it only "
                               "under FSDP (unsharded gradients), not here")
         return placement

@@ -292,7 +292,10 @@ def recommend(model: ModelEntry, base: TrainingSetup, gpu: GPU, overhead: Overhe
                 pulled = [lv for lv, _, _ in search.ladder(c)][-1]
                 rejected.append({"method": c.method, "lora_rank": c.lora_rank, "peak_bytes": est.peak_bytes,
                                  "reason": f"{_describe(c)} needs {gib(est.peak_bytes)} GiB"
-                                           + (f" even with {', '.join(pulled)}" if pulled else "")})
+                                           + (f" even with {', '.join(pulled)}" if pulled else "")
+                                           + (f", above the {gib(search.budget)} GiB a {100 - round(100 * HEADROOM)}% "
+                                              f"headroom leaves of {gib(usable)} GiB usable"
+                                              if est.peak_bytes <= usable else "")})
             continue
         if c.lora_rank is not None:
             sources += rank_for(goal)[1]

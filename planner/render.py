@@ -10,7 +10,7 @@ from fitplan.catalog import GPU, ModelEntry
 from fitplan.estimate import PHASES
 from fitplan.request import ASSUMED
 from fitplan.result import MethodResult, Plan
-from fitplan.units import MIB, count, gib
+from fitplan.units import GIB, MIB, count, gib
 
 TYPE_CHECKING = False  # typing is not imported at run time: the cold start
 if TYPE_CHECKING:  # pragma: no cover
@@ -266,9 +266,14 @@ def render(plan: Plan, fmt: str = "text") -> str:
                                                                 r.gpus_needed_checkpointing else ")")
             else:
                 verdict = "does not fit at any GPU count"
+            if r.parallel is not None and not r.fits:
+                # the count beside is data parallelism's, not this layout's
+                verdict = f"this layout does not fit; without model parallelism it {verdict}"
             what = "peak per GPU" if spread else "peak"
-            out.append(f"On {gpu.name}: {what} {gib(r.peak_bytes_per_gpu)} GiB of {gib(gpu.usable_memory_bytes)} GiB "
-                       f"usable: {verdict}")
+            peak, usable = gib(r.peak_bytes_per_gpu), gib(gpu.usable_memory_bytes)
+            if peak == usable:      # a verdict on figures that round alike: show the difference
+                peak, usable = f"{r.peak_bytes_per_gpu / GIB:.3f}", f"{gpu.usable_memory_bytes / GIB:.3f}"
+            out.append(f"On {gpu.name}: {what} {peak} GiB of {usable} GiB usable: {verdict}")
     for r in results:
         if r.estimate is None:
             out.append(f"  {r.method.name}: not estimated: {r.error}")
@@ -317,7 +322,7 @@ def render(plan: Plan, fmt: str = "text") -> str:
             out.append(f"Recommended: {rec.method}" + (f" r={rec.lora_rank}" if rec.lora_rank else "")
                        + f" ({rec.reason})")
         if rec.rules:
-            out.append("  why this method: " + "; ".join(rec.rules) + " [" + ", ".join(rec.sources) + "]")
+            out.append("  why this method: " + "; ".join(rec.rules) + (f" [{', '.join(rec.sources)}]" if rec.sources else ""))
     if plan.setup.device == "cuda" and (gpu is not None or plan.calibration is not None):
         if plan.calibration is not None:
             out.append(f"Calibration: {plan.calibration.describe()}")

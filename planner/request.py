@@ -107,6 +107,7 @@ class Option:
     kind: str            # "str", "int", "float", "flag" (on only) or "switch" (--x/--no-x)
     help: str
     metavar: str | None = None
+    bare: str | None = None   # the value of the option given without one (``--packing``: packed)
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -207,8 +208,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("grad_accum", "int", "Micro batches accumulated per optimizer step: under FSDP they accumulate "
                                 "unsharded gradients (no_sync) [default: 1].", "N"),
     Option("packing", "str", "none (batches padded to the longest: --seq-len is that length), packed (rows of "
-                             "--seq-len packed sequences) or padding-free (one row, flash attention) [default: none].",
-           "P"),
+                             "--seq-len packed sequences; --packing alone) or padding-free (one row, flash attention) "
+                             "[default: none].", "P", bare="packed"),
 )
 
 

@@ -233,6 +233,10 @@ class TrainingSetup:
             raise PlanError("padding-free batches (one row of every sequence, position ids restarting) need "
                             "--attention flash: with sdpa or eager transformers builds a mask over the whole row")
         if self.activation_offload and not self.checkpointing:
+            if self.method.checkpointing_refused:
+                raise PlanError(f"--activation-offload moves the checkpointed layer inputs to host memory, and "
+                                f"{self.method.name} cannot checkpoint ({self.method.checkpointing_refused}): "
+                                "drop --activation-offload")
             raise PlanError("--activation-offload moves the checkpointed layer inputs to host memory (torchtune and "
                             "axolotl refuse it without checkpointing): add --grad-ckpt")
         if self.optimizer_in_backward and self.master_weights:

@@ -168,3 +168,11 @@ def test_megatron_keeps_a_whole_gradient_buffer_and_a_fused_loss():
     assert torch["forward"].gradients == 0
     tokens, vocab = 4096, LLAMA_70B.shape.vocab_size
     assert mega["backward"].logits_loss == pytest.approx(tokens * vocab * 6 / 8, rel=0.001)
+
+
+def test_a_layout_that_does_not_fit_says_the_count_beside_is_data_parallelisms():
+    r = run("--model", "llama-3.1-405b", "--gpu", "h100-80", "--method", "full", "--tensor-parallel", "8",
+            "--pipeline-parallel", "4", "--gpus", "128")
+    assert r.returncode == 0, r.stderr
+    line = next(x for x in r.stdout.splitlines() if x.startswith("On h100-80:"))
+    assert "this layout does not fit; without model parallelism it needs" in line

@@ -53,7 +53,13 @@ def test_activation_offload_keeps_a_stash_on_the_gpu_and_the_rest_on_the_host():
 
 def test_activation_offload_needs_checkpointing():
     with pytest.raises(PlanError, match="--activation-offload moves the checkpointed layer inputs"):
-        fitplan.plan(model="llama-3.2-1b", method="lora", activation_offload=True)
+        fitplan.plan(model="llama-3.2-1b", method="lora", activation_offload=True, grad_ckpt=False)
+    with pytest.raises(PlanError, match="prefix cannot checkpoint"):
+        fitplan.plan(model="llama-3.2-1b", method="prefix", activation_offload=True)
+    # not chosen, checkpointing comes with it, and the notes say so
+    p = fitplan.plan(model="llama-3.2-1b", method="lora", activation_offload=True)
+    assert p.method.estimate.setup.checkpointing and p.method.estimate.host_bytes > 0
+    assert any(n.startswith("gradient checkpointing on: --activation-offload") for n in p.notes)
 
 
 def test_adapter_dtype_halves_the_adapters_and_shares_their_input():
@@ -122,10 +128,21 @@ def test_the_peaks_beside_the_step():
     (("--method", "lora", "--loss", "liger:4"), "only 'chunked' takes a number of chunks"),
     (("--method", "lora", "--adapter-dtype", "int8"), "unknown adapter dtype 'int8'"),
     (("--method", "lora", "--packing", "yes"), "unknown packing 'yes'"),
-    (("--method", "lora", "--activation-offload"), "--activation-offload moves the checkpointed layer inputs"),
+    (("--method", "lora", "--activation-offload", "--no-grad-ckpt"), "--activation-offload moves the checkpointed layer inputs"),
     (("--method", "full", "--precision", "bf16-master", "--optimizer-in-backward"), "--optimizer-in-backward steps"),
 ])
 def test_conflicting_or_bad_stack_options_are_one_line_exit_2(args, message):
     r = run("--model", "llama-3.2-1b", *args)
     assert r.returncode == 2, r.stdout
     assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_packing_alone_means_packed_as_the_issue_writes_it():
+    import json
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "fitplan", "--model", "qwen2.5-7b", "--method", "lora", "--stack", "trl",
+                        "--loss", "chunked", "--packing", "--json"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["setup"]["packing"] == "packed"
